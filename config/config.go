@@ -1,0 +1,106 @@
+// Package config reads the authbl-milter TOML configuration.
+//
+// Defaults live in Default, in one place. Load decodes a file on top of
+// them, rejects keys it does not know and validates every value, and
+// reports all problems at once, each with its key path, so that an operator
+// fixes a broken file in one pass.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// DefaultPath is where serve and the other subcommands look for the file
+// when -config is not given.
+const DefaultPath = "/etc/authbl-milter/config.toml"
+
+// Config is the whole configuration. Field tags name the TOML keys.
+type Config struct {
+	Milter   Milter   `toml:"milter"`
+	Action   Action   `toml:"action"`
+	DNS      DNS      `toml:"dns"`
+	Abusix   Abusix   `toml:"abusix"`
+	Lists    []List   `toml:"list"`
+	Accounts Accounts `toml:"accounts"`
+	Log      Log      `toml:"log"`
+	Notify   Notify   `toml:"notify"`
+	HTTP     HTTP     `toml:"http"`
+}
+
+// Milter configures the milter listener and its failure policy.
+type Milter struct {
+	// Listen is a Postfix-style socket: inet:HOST:PORT, inet6:[HOST]:PORT,
+	// or unix:/path. Sendmail's inet:PORT@HOST is accepted too.
+	Listen string `toml:"listen"`
+	// OnError is "accept" or "tempfail": what a transaction gets when a
+	// lookup or the account store fails.
+	OnError string `toml:"on_error"`
+	// Timeout bounds all lookups of one transaction together.
+	Timeout Duration `toml:"timeout"`
+}
+
+// Action configures what happens to mail from a compromised account.
+type Action struct {
+	Mode       string `toml:"mode"`        // reject | quarantine | log
+	RejectText string `toml:"reject_text"` // "5.7.1 ..." after the 550
+}
+
+// DNS configures the resolver used for list lookups.
+type DNS struct {
+	Servers []string `toml:"servers"` // host:port; empty means /etc/resolv.conf
+	Timeout Duration `toml:"timeout"` // per query
+}
+
+// Abusix holds the Abusix Mail Intelligence key. When a key is set, the
+// authbl and authbl-rcpt lists are added with their documented codes.
+type Abusix struct {
+	APIKey     string `toml:"api_key"`
+	APIKeyFile string `toml:"api_key_file"`
+}
+
+// List is one blocklist.
+type List struct {
+	Name       string   `toml:"name"`
+	Kind       string   `toml:"kind"` // ip | recipient
+	Zone       string   `toml:"zone"`
+	Match      []string `toml:"match"`       // IPs or CIDRs meaning listed
+	TestPoint  string   `toml:"test_point"`  // an item always listed
+	TestExpect string   `toml:"test_expect"` // the code it must answer
+
+	// Secret is part of Zone that must never be shown (an API key). It is
+	// set by Load for lists built from [abusix], never read from the file.
+	Secret string `toml:"-"`
+	// MatchPrefixes is Match parsed; filled by Load.
+	MatchPrefixes []netip.Prefix `toml:"-"`
+}
+
+// Accounts configures the account store.
+type Accounts struct {
+	Backend  string   `toml:"backend"` // sqlite | redis
+	Path     string   `toml:"path"`
+	RedisURL string   `toml:"redis_url"`
+	TTL      Duration `toml:"ttl"`
+	Allow    []string `toml:"allow"`
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string `toml:"level"`  // debug | info | warn | error
+	Format string `toml:"format"` // json | console
+}
+
+// Notify configures announcements of new detections.
+type Notify struct {
+	Command       []string `toml:"command"`
+	Webhook       []string `toml:"webhook"`
+	WebhookSecret string   `toml:"webhook_secret"`
+}
+
+// HTTP configures the metrics and health listener.
+type HTTP struct {
+	Listen string `toml:"listen"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5s").
+type Duration struct{ time.Duration }
