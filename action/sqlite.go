@@ -1,0 +1,384 @@
+package action
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver, pure Go
+)
+
+// sqliteSchemaVersion is the schema this code writes, kept in the
+// database's PRAGMA user_version. A database with a newer version was
+// written by a newer program and is refused rather than misread.
+const sqliteSchemaVersion = 1
+
+// sqliteSchema creates version 1. Times are UTC unix nanoseconds, 0 for
+// the zero time; expires_at 0 means until released.
+const sqliteSchema = `
+CREATE TABLE IF NOT EXISTS flags (
+	account    TEXT    NOT NULL PRIMARY KEY,
+	reason     TEXT    NOT NULL,
+	list       TEXT    NOT NULL,
+	client_ip  TEXT    NOT NULL,
+	recipient  TEXT    NOT NULL,
+	queue_id   TEXT    NOT NULL,
+	flagged_at INTEGER NOT NULL,
+	last_seen  INTEGER NOT NULL,
+	hits       INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS flags_flagged_at ON flags (flagged_at);
+`
+
+const sqliteColumns = `account, reason, list, client_ip, recipient, queue_id,
+	flagged_at, last_seen, hits, expires_at`
+
+// sqliteLive is the condition of a flag that has not expired; its one
+// parameter is the current time in unix nanoseconds.
+const sqliteLive = `(expires_at = 0 OR expires_at > ?)`
+
+// SQLiteBusyTimeout is how long a statement waits for a lock held by
+// another connection or process (the CLI, say) before it fails.
+const SQLiteBusyTimeout = 5 * time.Second
+
+// SQLiteOptions tunes OpenSQLite. The zero value is ready to use.
+type SQLiteOptions struct {
+	// Now is the clock that decides whether a flag has expired and that
+	// fills in a detection's missing times. Nil means time.Now.
+	Now func() time.Time
+	// BusyTimeout is how long to wait for another process's lock.
+	// Zero means SQLiteBusyTimeout.
+	BusyTimeout time.Duration
+}
+
+// SQLiteStore is the embedded Store: one SQLite file in WAL mode, so
+// that the daemon and the accounts subcommand, a separate process, can
+// read and write it at the same time. It is safe for concurrent use.
+type SQLiteStore struct {
+	db   *sql.DB
+	path string
+	now  func() time.Time
+	// wlock serialises this process's writers, so that they queue here,
+	// honouring their contexts, instead of polling SQLite's busy
+	// handler; the busy timeout then only covers other processes.
+	wlock chan struct{}
+}
+
+var _ Store = (*SQLiteStore)(nil)
+
+// OpenSQLite opens the account store at path, creating its directory
+// (mode 0750), the file (mode 0640) and the schema when they are
+// missing. It fails on a file that is not an SQLite database or whose
+// schema is newer than this program's.
+func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
+	if path == "" {
+		return nil, errors.New("sqlite store: open: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: open %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
+		return nil, fmt.Errorf("sqlite store: open %s: create directory: %w", abs, err)
+	}
+	if err := createSQLiteFile(abs); err != nil {
+		return nil, fmt.Errorf("sqlite store: open %s: %w", abs, err)
+	}
+
+	db, err := sql.Open("sqlite", sqliteDSN(abs, opts.BusyTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: open %s: %w", abs, err)
+	}
+	s := &SQLiteStore{db: db, path: abs, now: opts.Now, wlock: make(chan struct{}, 1)}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if err := s.migrate(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite store: open %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// createSQLiteFile creates the database file with mode 0640 when it does
+// not exist, so that SQLite, which gives its -wal and -shm files the
+// mode of the database, does not create a world-readable list of
+// accounts.
+func createSQLiteFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if errors.Is(err, os.ErrExist) {
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			return errors.New("is a directory")
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// sqliteDSN builds a file: URI for path. The pragmas are in the DSN, not
+// run once after opening, because database/sql opens connections as it
+// needs them and each one must wait on locks and use the WAL. Immediate
+// transactions take the write lock at BEGIN: a read lock upgraded later
+// fails at once with SQLITE_BUSY whatever the busy timeout.
+//
+// synchronous=NORMAL is the usual choice with a WAL: a commit survives
+// the process crashing but not the machine losing power, and a write
+// costs no fsync.
+func sqliteDSN(path string, busy time.Duration) string {
+	if busy <= 0 {
+		busy = SQLiteBusyTimeout
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	u := url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}
+	return u.String()
+}
+
+// migrate creates the schema in an empty database and refuses one
+// written by a newer program. It runs in a write transaction, so two
+// processes opening a new file at once create the schema once.
+func (s *SQLiteStore) migrate(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+
+	var version int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	switch {
+	case version == sqliteSchemaVersion:
+		return nil
+	case version > sqliteSchemaVersion:
+		return fmt.Errorf("schema version %d is newer than this program's %d",
+			version, sqliteSchemaVersion)
+	}
+	// Version 0 with tables is some other program's database.
+	var tables int
+	err = tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables)
+	if err != nil {
+		return err
+	}
+	if tables > 0 {
+		return errors.New("not an account store: tables but no schema version")
+	}
+	if _, err := tx.ExecContext(ctx, sqliteSchema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
+	// PRAGMA takes no parameters; the version is a constant.
+	pragma := "PRAGMA user_version = " + strconv.Itoa(sqliteSchemaVersion)
+	if _, err := tx.ExecContext(ctx, pragma); err != nil {
+		return fmt.Errorf("set schema version: %w", err)
+	}
+	return tx.Commit()
+}
+
+// Path returns the absolute path of the database file.
+func (s *SQLiteStore) Path() string { return s.path }
+
+// Get returns the flag of account, or ErrNotFound when it is not
+// flagged or its flag has expired.
+func (s *SQLiteStore) Get(ctx context.Context, account string) (Flag, error) {
+	row := s.db.QueryRowContext(ctx,
+		`SELECT `+sqliteColumns+` FROM flags WHERE account = ? AND `+sqliteLive,
+		sqliteAccount(account), sqliteTime(s.now()))
+	f, err := scanSQLiteFlag(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Flag{}, ErrNotFound
+	}
+	if err != nil {
+		return Flag{}, fmt.Errorf("sqlite store: get: %w", err)
+	}
+	return f, nil
+}
+
+// Put records a detection as the Store interface describes. A zero
+// FlaggedAt is taken as now, a zero LastSeen as FlaggedAt. An expired
+// flag is replaced, as if it had never been there.
+func (s *SQLiteStore) Put(ctx context.Context, f Flag) (isNew bool, err error) {
+	f.Account = sqliteAccount(f.Account)
+	if f.Account == "" {
+		return false, errors.New("sqlite store: put: empty account")
+	}
+	now := s.now()
+	if f.FlaggedAt.IsZero() {
+		f.FlaggedAt = now
+	}
+	if f.LastSeen.IsZero() {
+		f.LastSeen = f.FlaggedAt
+	}
+
+	isNew, err = s.put(ctx, f, sqliteTime(now))
+	if err != nil {
+		return false, fmt.Errorf("sqlite store: put: %w", err)
+	}
+	return isNew, nil
+}
+
+func (s *SQLiteStore) put(ctx context.Context, f Flag, now int64) (bool, error) {
+	if err := s.lockWrite(ctx); err != nil {
+		return false, err
+	}
+	defer s.unlockWrite()
+
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+
+	_, err = tx.ExecContext(ctx,
+		`DELETE FROM flags WHERE account = ? AND NOT `+sqliteLive, f.Account, now)
+	if err != nil {
+		return false, err
+	}
+	// A flag that survived the DELETE is live: the conflict branch keeps
+	// its facts. Hits is 1 exactly when the row was inserted.
+	var hits int
+	err = tx.QueryRowContext(ctx, `INSERT INTO flags (`+sqliteColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+		ON CONFLICT (account) DO UPDATE SET
+			hits = hits + 1,
+			last_seen = excluded.last_seen,
+			expires_at = excluded.expires_at
+		RETURNING hits`,
+		f.Account, f.Reason, f.List, f.ClientIP, f.Recipient, f.QueueID,
+		sqliteTime(f.FlaggedAt), sqliteTime(f.LastSeen), sqliteTime(f.ExpiresAt),
+	).Scan(&hits)
+	if err != nil {
+		return false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, err
+	}
+	return hits == 1, nil
+}
+
+// Release removes the flag of account, or returns ErrNotFound when it
+// is not flagged or its flag has expired (the expired row goes too).
+func (s *SQLiteStore) Release(ctx context.Context, account string) error {
+	if err := s.lockWrite(ctx); err != nil {
+		return fmt.Errorf("sqlite store: release: %w", err)
+	}
+	defer s.unlockWrite()
+
+	var expires int64
+	err := s.db.QueryRowContext(ctx,
+		`DELETE FROM flags WHERE account = ? RETURNING expires_at`,
+		sqliteAccount(account)).Scan(&expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite store: release: %w", err)
+	}
+	if expires != 0 && expires <= sqliteTime(s.now()) {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// List returns every flagged account that has not expired, oldest
+// first; accounts flagged at the same time come in name order.
+func (s *SQLiteStore) List(ctx context.Context) ([]Flag, error) {
+	rows, err := s.db.QueryContext(ctx,
+		`SELECT `+sqliteColumns+` FROM flags WHERE `+sqliteLive+` ORDER BY flagged_at, account`,
+		sqliteTime(s.now()))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite store: list: %w", err)
+	}
+	defer rows.Close()
+
+	flags := []Flag{}
+	for rows.Next() {
+		f, err := scanSQLiteFlag(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite store: list: %w", err)
+		}
+		flags = append(flags, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite store: list: %w", err)
+	}
+	return flags, nil
+}
+
+// Ping checks that the database can be read, for a health check.
+func (s *SQLiteStore) Ping(ctx context.Context) error {
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM flags LIMIT 1`).Scan(&one)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("sqlite store: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database. Calls after Close fail.
+func (s *SQLiteStore) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("sqlite store: close: %w", err)
+	}
+	return nil
+}
+
+func (s *SQLiteStore) lockWrite(ctx context.Context) error {
+	select {
+	case s.wlock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *SQLiteStore) unlockWrite() { <-s.wlock }
+
+// scanSQLiteFlag reads one row of sqliteColumns.
+func scanSQLiteFlag(row interface{ Scan(...any) error }) (Flag, error) {
+	var f Flag
+	var flagged, seen, expires int64
+	err := row.Scan(&f.Account, &f.Reason, &f.List, &f.ClientIP, &f.Recipient,
+		&f.QueueID, &flagged, &seen, &f.Hits, &expires)
+	if err != nil {
+		return Flag{}, err
+	}
+	f.FlaggedAt = fromSQLiteTime(flagged)
+	f.LastSeen = fromSQLiteTime(seen)
+	f.ExpiresAt = fromSQLiteTime(expires)
+	return f, nil
+}
+
+// sqliteAccount is the form account names are stored and compared in.
+func sqliteAccount(account string) string {
+	return strings.ToLower(account)
+}
+
+// sqliteTime maps the zero time to 0; time.Time.UnixNano is undefined there.
+func sqliteTime(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromSQLiteTime(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
