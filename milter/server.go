@@ -1,0 +1,198 @@
+// Package milter is authbl-milter's side of the milter protocol: the
+// session that Postfix or Sendmail drives through each SMTP transaction.
+//
+// The protocol library (github.com/emersion/go-milter) stays behind this
+// package. It negotiates protocol version 2, replaces the macro map at
+// every stage, and builds a fresh handler after any answer other than
+// continue. So a session keeps what it needs in its own state and asks,
+// through the symbol list, for the client address and the SASL macros at
+// MAIL FROM, which makes every transaction stand on its own, the second
+// one on a connection included.
+//
+// A transaction without {auth_authen} is not authenticated: it is
+// accepted at MAIL FROM without any lookup. For an authenticated one, the
+// client address lookup starts at MAIL FROM and each recipient's lookup
+// at its RCPT TO; end of headers, the first event after the last RCPT
+// under protocol v2 when no headers are asked for, waits for them within
+// the transaction's time budget and applies the verdict.
+package milter
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"go.uber.org/zap"
+
+	"github.com/authbl-milter/authbl-milter/action"
+	"github.com/authbl-milter/authbl-milter/lookup"
+)
+
+// Options is what a session needs. A Server's options can be replaced
+// while it runs; each transaction uses the options current at its MAIL
+// FROM.
+type Options struct {
+	Checker  *lookup.Checker
+	Accounts *action.Accounts
+	Policy   action.Policy
+	// RejectText follows "550 " in the reply to a rejected transaction.
+	RejectText string
+	// Timeout bounds the lookups of one transaction.
+	Timeout time.Duration
+	// Allow lists accounts (lowercase) that are never checked.
+	Allow map[string]bool
+	// Log receives the session's log lines.
+	Log *zap.Logger
+	// OnDetection, when set, is called in its own goroutine for each
+	// transaction from a compromised account, after the answer is known.
+	OnDetection func(Detection)
+}
+
+// Detection describes a transaction from a compromised account.
+type Detection struct {
+	Account    string
+	ClientIP   string
+	ClientName string
+	Helo       string
+	Sender     string
+	Recipients []string
+	QueueID    string
+	AuthType   string
+	Verdict    action.Verdict
+	New        bool // the account's first detection
+	Time       time.Time
+}
+
+// Server serves milter connections.
+type Server struct {
+	opts   atomic.Pointer[Options]
+	lib    *gomilter.Server
+	connID atomic.Uint64
+
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	inflight atomic.Int64 // authenticated transactions not yet answered
+	closing  atomic.Bool
+}
+
+// NewServer returns a server with the given options.
+func NewServer(o Options) *Server {
+	s := &Server{conns: make(map[net.Conn]struct{})}
+	s.SetOptions(o)
+	s.lib = &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return newSession(s) },
+		Actions:   gomilter.OptQuarantine | gomilter.OptSetSymList,
+		Protocol:  gomilter.OptNoHeaders | gomilter.OptNoBody,
+		SymList:   symList,
+	}
+	return s
+}
+
+// symList asks for the macros each stage needs. MAIL FROM gets the client
+// address again because the library forgets the connect stage after any
+// final answer; Sendmail uses an end-of-message list only when an
+// end-of-headers list is asked for too.
+var symList = map[gomilter.Stage][]string{
+	gomilter.StageConnect:  {"{client_addr}", "{client_name}", "j"},
+	gomilter.StageHelo:     {"{client_addr}"},
+	gomilter.StageMailFrom: {"{auth_authen}", "{auth_type}", "{client_addr}", "{client_name}", "i"},
+	gomilter.StageRcptTo:   {"i", "{rcpt_addr}"},
+	gomilter.StageEOH:      {"i"},
+	gomilter.StageEOM:      {"i"},
+}
+
+// SetOptions replaces the options for transactions that start from now.
+func (s *Server) SetOptions(o Options) {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Second
+	}
+	s.opts.Store(&o)
+}
+
+// Options returns the current options.
+func (s *Server) Options() *Options { return s.opts.Load() }
+
+// Serve accepts milter connections on ln until Close or Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.lib.Serve(&trackingListener{Listener: ln, s: s})
+	if s.closing.Load() {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// ErrServerClosed is returned by Serve after Close or Shutdown.
+var ErrServerClosed = errors.New("milter: server closed")
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	err := s.lib.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// Shutdown stops accepting connections, waits until the transactions
+// being decided have their answers or ctx is done, then closes every
+// connection.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.lib.Close()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for s.inflight.Load() > 0 && err == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	s.Close()
+	return err
+}
+
+// trackingListener remembers the connections it accepted, so that
+// shutdown can close them: the library only closes its listeners.
+type trackingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, s: l.s}
+	l.s.mu.Lock()
+	l.s.conns[tc] = struct{}{}
+	l.s.mu.Unlock()
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}

@@ -1,0 +1,307 @@
+package milter
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"strings"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+	"go.uber.org/zap"
+
+	"github.com/authbl-milter/authbl-milter/action"
+	"github.com/authbl-milter/authbl-milter/lookup"
+)
+
+// session is the state of one MTA connection as the library hands it to
+// us: it may be rebuilt between transactions (see the package comment),
+// so nothing a transaction needs may live only here.
+type session struct {
+	srv *Server
+	log *zap.Logger
+
+	clientIP   netip.Addr // from the connect event, when the MTA sent one
+	clientName string
+	helo       string
+
+	tx *transaction
+}
+
+// transaction is one authenticated MAIL FROM ... end-of-message sequence.
+type transaction struct {
+	opts *Options
+	log  *zap.Logger
+
+	ctx    context.Context // cancelled at abort; lookups derive from it
+	cancel context.CancelFunc
+	start  time.Time
+
+	account    string
+	authType   string
+	clientIP   netip.Addr
+	clientName string
+	sender     string
+	queueID    string
+
+	ip      *pending[[]lookup.Answer]
+	flag    *pending[*action.Flag]
+	rcpts   []*rcptLookup
+	seen    map[string]bool
+	badRcpt int
+
+	decided  bool
+	verdict  action.Verdict
+	answered bool // released from the server's in-flight count
+}
+
+type rcptLookup struct {
+	addr    string
+	answers *pending[[]lookup.Answer]
+}
+
+// pending is a value being computed in its own goroutine.
+type pending[T any] struct {
+	done chan struct{}
+	val  T
+	err  error
+}
+
+func startPending[T any](f func() (T, error)) *pending[T] {
+	p := &pending[T]{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.val, p.err = f()
+	}()
+	return p
+}
+
+// wait returns the value, or ok false when the deadline passes first.
+func (p *pending[T]) wait(deadline <-chan time.Time) (T, error, bool) {
+	select {
+	case <-p.done:
+		return p.val, p.err, true
+	case <-deadline:
+		var zero T
+		return zero, nil, false
+	}
+}
+
+func newSession(s *Server) *session {
+	id := s.connID.Add(1)
+	return &session{srv: s, log: s.Options().Log.With(zap.Uint64("conn", id))}
+}
+
+// Connect keeps the client address; nothing is decided here, because the
+// login is known only at MAIL FROM.
+func (s *session) Connect(host, family string, port uint16, addr net.IP,
+	m *gomilter.Modifier) (gomilter.Response, error) {
+	s.clientName = host
+	if family == "tcp4" || family == "tcp6" {
+		if ip, ok := netip.AddrFromSlice(addr); ok {
+			s.clientIP = ip.Unmap()
+		}
+	}
+	if ip, err := lookup.ParseClientAddr(m.Macros["{client_addr}"]); err == nil {
+		s.clientIP = ip
+	}
+	return gomilter.RespContinue, nil
+}
+
+// Helo keeps the HELO name for notifications.
+func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.helo = name
+	return gomilter.RespContinue, nil
+}
+
+// MailFrom starts a transaction: unauthenticated and exempt ones are
+// accepted at once; for the others the client address lookup and the
+// account store read start now.
+func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
+	s.endTransaction()
+	opts := s.srv.Options()
+
+	account := strings.ToLower(strings.TrimSpace(m.Macros["{auth_authen}"]))
+	if account == "" {
+		s.log.Debug("not authenticated; accepted without lookups")
+		return gomilter.RespAccept, nil
+	}
+	if opts.Allow[account] {
+		s.log.Info("account exempt; accepted without lookups", zap.String("account", account))
+		return gomilter.RespAccept, nil
+	}
+
+	tx := &transaction{
+		opts:       opts,
+		start:      time.Now(),
+		account:    account,
+		authType:   m.Macros["{auth_type}"],
+		clientIP:   s.clientIP,
+		clientName: firstNonEmpty(m.Macros["{client_name}"], s.clientName),
+		sender:     from,
+		queueID:    m.Macros["i"],
+		seen:       make(map[string]bool),
+	}
+	if a := m.Macros["{client_addr}"]; a != "" {
+		ip, err := lookup.ParseClientAddr(a)
+		if err != nil {
+			s.log.Warn("unusable {client_addr} macro", zap.Error(err))
+		}
+		tx.clientIP = ip // invalid when unusable: better no IP than a stale one
+	}
+	tx.log = s.log.With(zap.String("account", account))
+	tx.ctx, tx.cancel = context.WithCancel(lookup.WithLogger(context.Background(), tx.log))
+	s.tx = tx
+	s.srv.inflight.Add(1)
+
+	if tx.clientIP.IsValid() && opts.Checker.HasKind(lookup.KindIP) {
+		ip := tx.clientIP.String()
+		tx.ip = startPending(func() ([]lookup.Answer, error) {
+			ctx, cancel := context.WithTimeout(tx.ctx, opts.Timeout)
+			defer cancel()
+			return opts.Checker.Check(ctx, lookup.KindIP, ip), nil
+		})
+	}
+	tx.flag = startPending(func() (*action.Flag, error) {
+		ctx, cancel := context.WithTimeout(tx.ctx, opts.Timeout)
+		defer cancel()
+		return opts.Accounts.Lookup(ctx, account)
+	})
+	return gomilter.RespContinue, nil
+}
+
+// RcptTo starts the lookup of one recipient.
+func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
+	tx := s.tx
+	if tx == nil {
+		return gomilter.RespContinue, nil
+	}
+	tx.noteQueueID(m)
+
+	addr, err := lookup.NormalizeRecipient(rcpt)
+	if err != nil {
+		tx.badRcpt++
+		tx.log.Warn("recipient not looked up", zap.Error(err))
+		return gomilter.RespContinue, nil
+	}
+	if tx.seen[addr] {
+		return gomilter.RespContinue, nil
+	}
+	tx.seen[addr] = true
+
+	r := &rcptLookup{addr: addr}
+	if tx.opts.Checker.HasKind(lookup.KindRecipient) {
+		r.answers = startPending(func() ([]lookup.Answer, error) {
+			ctx, cancel := context.WithTimeout(tx.ctx, tx.opts.Timeout)
+			defer cancel()
+			return tx.opts.Checker.Check(ctx, lookup.KindRecipient, addr), nil
+		})
+	}
+	tx.rcpts = append(tx.rcpts, r)
+	return gomilter.RespContinue, nil
+}
+
+// Header is not asked for (OptNoHeaders); it only continues.
+func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+// Headers is the end of the envelope under protocol v2: decide now.
+func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+	tx := s.tx
+	if tx == nil {
+		return gomilter.RespAccept, nil
+	}
+	tx.noteQueueID(m)
+	s.decide()
+	return s.respond(false)
+}
+
+// BodyChunk is not asked for (OptNoBody); it only continues.
+func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+// Body is the end of the message: the only place where a quarantine is
+// allowed.
+func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	tx := s.tx
+	if tx == nil {
+		return gomilter.RespAccept, nil
+	}
+	tx.noteQueueID(m)
+	if !tx.decided {
+		s.decide() // an MTA that skipped end of headers
+	}
+	if tx.verdict.Outcome == action.Quarantine {
+		if err := m.Quarantine(quarantineReason(tx)); err != nil {
+			s.endTransaction()
+			return nil, err
+		}
+	}
+	return s.respond(true)
+}
+
+// Abort ends the transaction; the connection stays.
+func (s *session) Abort(m *gomilter.Modifier) error {
+	s.endTransaction()
+	return nil
+}
+
+// endTransaction cancels what the current transaction still has running.
+func (s *session) endTransaction() {
+	tx := s.tx
+	if tx == nil {
+		return
+	}
+	tx.cancel()
+	s.release(tx)
+	s.tx = nil
+}
+
+func (s *session) release(tx *transaction) {
+	if !tx.answered {
+		tx.answered = true
+		s.srv.inflight.Add(-1)
+	}
+}
+
+// respond turns the verdict into the MTA's answer. A quarantine waits for
+// the end of the message; a reply-code answer keeps the library's handler,
+// and the transaction is over either way.
+func (s *session) respond(endOfMessage bool) (gomilter.Response, error) {
+	tx := s.tx
+	o := tx.verdict.Outcome
+	if o == action.Quarantine && !endOfMessage {
+		return gomilter.RespContinue, nil
+	}
+	s.endTransaction()
+	switch o {
+	case action.Reject:
+		return gomilter.NewResponseStr('y', "550 "+tx.opts.RejectText), nil
+	case action.Tempfail:
+		return gomilter.NewResponseStr('y', tempfailText), nil
+	default:
+		return gomilter.RespAccept, nil
+	}
+}
+
+// tempfailText is the reply when on_error = tempfail and a lookup or the
+// account store failed: 4.4.3, a directory server failure (RFC 3463).
+const tempfailText = "451 4.4.3 Temporary failure checking the sender; try again later"
+
+func (tx *transaction) noteQueueID(m *gomilter.Modifier) {
+	if q := m.Macros["i"]; q != "" && q != tx.queueID {
+		tx.queueID = q
+	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
