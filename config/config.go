@@ -55,7 +55,11 @@ type DNS struct {
 // Abusix holds the Abusix Mail Intelligence key. When a key is set, the
 // authbl and authbl-rcpt lists are added with their documented codes.
 type Abusix struct {
-	APIKey     string `toml:"api_key"`
+	// APIKey is the key itself. Without it and without APIKeyFile, Load
+	// reads the environment variable named by EnvAbusixKey.
+	APIKey string `toml:"api_key"`
+	// APIKeyFile names a file holding the key. Load resolves a relative
+	// path against the directory of the configuration file.
 	APIKeyFile string `toml:"api_key_file"`
 }
 
@@ -69,9 +73,12 @@ type List struct {
 	TestExpect string   `toml:"test_expect"` // the code it must answer
 
 	// Secret is part of Zone that must never be shown (an API key). It is
-	// set by Load for lists built from [abusix], never read from the file.
+	// set by Load for lists built from [abusix], and by Validate for a
+	// zone of a known key-in-the-name provider; never read from the file.
+	// DisplayZone and Redacted hide it.
 	Secret string `toml:"-"`
-	// MatchPrefixes is Match parsed; filled by Load.
+	// MatchPrefixes is Match parsed; filled by Validate (and so by Load).
+	// When Match is empty it holds DefaultMatchPrefixes.
 	MatchPrefixes []netip.Prefix `toml:"-"`
 }
 
