@@ -73,10 +73,11 @@ type Server struct {
 	lib    *gomilter.Server
 	connID atomic.Uint64
 
-	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
-	inflight atomic.Int64 // authenticated transactions not yet answered
-	closing  atomic.Bool
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[net.Conn]struct{}
+	inflight  atomic.Int64 // authenticated transactions not yet answered
+	closing   atomic.Bool
 }
 
 // NewServer returns a server with the given options.
@@ -121,7 +122,11 @@ func (s *Server) Options() *Options { return s.opts.Load() }
 
 // Serve accepts milter connections on ln until Close or Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.lib.Serve(&trackingListener{Listener: ln, s: s})
+	tl := &trackingListener{Listener: ln, s: s}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, tl)
+	s.mu.Unlock()
+	err := s.lib.Serve(tl)
 	if s.closing.Load() {
 		return ErrServerClosed
 	}
@@ -133,22 +138,40 @@ var ErrServerClosed = errors.New("milter: server closed")
 
 // Close stops accepting and closes every connection at once.
 func (s *Server) Close() error {
-	s.closing.Store(true)
-	err := s.lib.Close()
+	err := s.closeListeners()
 	s.mu.Lock()
+	conns := make([]net.Conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.Close()
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 	return err
+}
+
+// closeListeners stops accepting. The library's own Close is not used: it
+// sets an unsynchronised flag that its Serve reads.
+func (s *Server) closeListeners() error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	for _, ln := range s.listeners {
+		if err := ln.Close(); err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
+			first = err
+		}
+	}
+	s.listeners = nil
+	return first
 }
 
 // Shutdown stops accepting connections, waits until the transactions
 // being decided have their answers or ctx is done, then closes every
 // connection.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
-	s.lib.Close()
+	s.closeListeners()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var err error
