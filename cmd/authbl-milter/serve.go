@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/authbl-milter/authbl-milter/action"
+	"github.com/authbl-milter/authbl-milter/config"
+	"github.com/authbl-milter/authbl-milter/lookup"
+	"github.com/authbl-milter/authbl-milter/milter"
+)
+
+// shutdownGrace is how long transactions in flight may take to get their
+// answers once SIGTERM or SIGINT arrived.
+const shutdownGrace = 10 * time.Second
+
+// selftestRetry is how often a list that did not answer the start-up
+// self-test is tried again.
+const selftestRetry = time.Minute
+
+func cmdServe(e *env) int {
+	if len(e.args) > 0 {
+		e.errorf("serve takes no arguments")
+		return exitError
+	}
+	cfg, ok := e.loadConfig()
+	if !ok {
+		return exitError
+	}
+	log, _, err := newLogger(cfg.Log, e.stderr)
+	if err != nil {
+		e.errorf("%v", err)
+		return exitError
+	}
+	defer log.Sync()
+	zap.RedirectStdLog(log.Named("go-milter"))
+
+	checker, err := newChecker(cfg, log)
+	if err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return exitFail
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if !startupSelftest(ctx, checker, log) {
+		return exitFail
+	}
+
+	store, err := openStore(cfg)
+	if err != nil {
+		log.Error("cannot open the account store", zap.Error(err))
+		return exitFail
+	}
+	defer store.Close()
+	accounts := action.NewAccounts(store, action.AccountsOptions{
+		TTL: cfg.Accounts.TTL.Duration, Log: log})
+
+	ln, err := listen(cfg.Milter.Listen)
+	if err != nil {
+		log.Error("cannot listen", zap.String("listen", cfg.Milter.Listen), zap.Error(err))
+		return exitFail
+	}
+	srv := milter.NewServer(milterOptions(cfg, checker, accounts, log))
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	flushed := make(chan struct{})
+	go func() {
+		accounts.Run(ctx, 10*time.Second)
+		close(flushed)
+	}()
+	log.Info("listening", zap.String("listen", cfg.Milter.Listen),
+		zap.String("version", versionString()), zap.Int("lists", len(checker.Lists())))
+
+	select {
+	case err := <-served:
+		log.Error("milter server stopped", zap.Error(err))
+		stop()
+		<-flushed
+		return exitFail
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", zap.Duration("grace", shutdownGrace))
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("transactions still open at the end of the grace period", zap.Error(err))
+	}
+	if err := <-served; err != nil && !errors.Is(err, milter.ErrServerClosed) {
+		log.Warn("milter server", zap.Error(err))
+	}
+	<-flushed
+	log.Info("stopped")
+	return exitOK
+}
+
+// startupSelftest runs every list's self-test. A wrong answer stops the
+// start; a list that does not answer is reported and tried again in the
+// background until it does.
+func startupSelftest(ctx context.Context, checker *lookup.Checker, log *zap.Logger) bool {
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ok, retry := true, false
+	for _, r := range checker.SelfTest(tctx) {
+		switch r.Status {
+		case lookup.TestFailed:
+			log.Error("list self-test failed", zap.String("list", r.List),
+				zap.String("problem", r.Detail))
+			ok = false
+		case lookup.TestUnreachable:
+			log.Warn("list self-test got no answer; retrying in the background",
+				zap.String("list", r.List), zap.String("problem", r.Detail))
+			retry = true
+		default:
+			log.Info("list self-test passed", zap.String("list", r.List))
+		}
+	}
+	if ok && retry {
+		go retrySelftest(ctx, checker, log)
+	}
+	return ok
+}
+
+// retrySelftest repeats the self-test until every list answers.
+// TODO: a list that then fails keeps being used; taking a failing list out
+// of service needs the periodic health check that is not built yet.
+func retrySelftest(ctx context.Context, checker *lookup.Checker, log *zap.Logger) {
+	t := time.NewTicker(selftestRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		results := checker.SelfTest(tctx)
+		cancel()
+		pending := false
+		for _, r := range results {
+			switch r.Status {
+			case lookup.TestFailed:
+				log.Error("list self-test failed", zap.String("list", r.List),
+					zap.String("problem", r.Detail))
+			case lookup.TestUnreachable:
+				pending = true
+			}
+		}
+		if !pending {
+			log.Info("every list answered its self-test")
+			return
+		}
+	}
+}
+
+// listen opens the milter socket. A unix socket left behind by an earlier
+// run, one that nothing answers on, is removed first.
+func listen(spec string) (net.Listener, error) {
+	network, addr, err := config.ParseListen(spec)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+				c.Close()
+				return nil, errors.New("another process is serving " + addr)
+			}
+			os.Remove(addr)
+		}
+	}
+	return net.Listen(network, addr)
+}
