@@ -26,6 +26,7 @@ type Config struct {
 	Log      Log      `toml:"log"`
 	Notify   Notify   `toml:"notify"`
 	HTTP     HTTP     `toml:"http"`
+	Exempt   Exempt   `toml:"exempt"`
 }
 
 // Milter configures the milter listener and its failure policy.

@@ -90,6 +90,10 @@ func Default() Config {
 		// TODO: default HTTP.Listen to "127.0.0.1:9899" (DESIGN §5) once
 		// the metrics listener exists; until then it is off.
 		HTTP: HTTP{Listen: ""},
+		Exempt: Exempt{
+			ClientNetworks: []string{},
+			Recipients:     []string{},
+		},
 	}
 }
 

@@ -27,6 +27,9 @@ func (c *Config) Redacted() Config {
 	}
 	r.Accounts.RedisURL = redactURL(c.Accounts.RedisURL)
 	r.Accounts.Allow = slices.Clone(c.Accounts.Allow)
+	r.Exempt.ClientNetworks = slices.Clone(c.Exempt.ClientNetworks)
+	r.Exempt.Recipients = slices.Clone(c.Exempt.Recipients)
+	r.Exempt.Networks = slices.Clone(c.Exempt.Networks)
 	r.Notify.Command = slices.Clone(c.Notify.Command)
 	r.Notify.Webhook = make([]string, len(c.Notify.Webhook))
 	for i, u := range c.Notify.Webhook {

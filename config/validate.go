@@ -43,6 +43,7 @@ func (c *Config) check(p *problems) {
 	c.Log.check(p)
 	c.Notify.check(p)
 	c.HTTP.check(p)
+	c.Exempt.check(p)
 }
 
 func (m *Milter) check(p *problems) {

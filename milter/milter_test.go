@@ -49,6 +49,7 @@ type rigOptions struct {
 	tempfail bool
 	timeout  time.Duration
 	allow    []string
+	exempt   config.Exempt
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -104,6 +105,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		RejectText:  rejectText,
 		Timeout:     o.timeout,
 		Allow:       allow,
+		Exempt:      o.exempt,
 		Log:         log,
 		OnDetection: r.onDetection,
 	})
@@ -447,4 +449,44 @@ func TestOnDetectionCalled(t *testing.T) {
 		d.Helo != "client.example" || len(d.Recipients) != 2 || d.QueueID != "4ABC123" {
 		t.Fatalf("detection %+v", d)
 	}
+}
+
+func TestExemptClientNetworkSkipsOnlyTheIPCheck(t *testing.T) {
+	ex := config.Exempt{ClientNetworks: []string{"192.0.2.0/25"}}
+	if err := validExempt(&ex); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{exempt: ex})
+	wantAccept(t, r.send(authTx("web@example.com", listedIP, "x@example.org")))
+	// Its recipients are still checked.
+	wantReject(t, r.send(authTx("web2@example.com", listedIP, dropbox)))
+	for _, q := range r.zones.Queries() {
+		if strings.HasPrefix(q, "66.2.0.192.") {
+			t.Fatalf("the exempt client was looked up: %s", q)
+		}
+	}
+}
+
+func TestExemptRecipientNeverLookedUp(t *testing.T) {
+	ex := config.Exempt{Recipients: []string{"@Example.NET"}}
+	if err := validExempt(&ex); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, rigOptions{exempt: ex})
+	wantAccept(t, r.send(authTx("a@example.com", "198.51.100.1", dropbox)))
+	if n := len(r.zones.Queries()); n != 1 {
+		t.Fatalf("%d queries, want only the client IP's", n)
+	}
+}
+
+// validExempt validates e the way the config loader does.
+func validExempt(e *config.Exempt) error {
+	c := config.Default()
+	c.Exempt = *e
+	c.Lists = []config.List{{Name: "x", Kind: "ip", Zone: "x.test"}}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	*e = c.Exempt
+	return nil
 }

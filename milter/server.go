@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authbl-milter/authbl-milter/action"
+	"github.com/authbl-milter/authbl-milter/config"
 	"github.com/authbl-milter/authbl-milter/lookup"
 )
 
@@ -45,6 +46,9 @@ type Options struct {
 	Timeout time.Duration
 	// Allow lists accounts (lowercase) that are never checked.
 	Allow map[string]bool
+	// Exempt lists client networks exempt from the IP check and
+	// recipients never looked up.
+	Exempt config.Exempt
 	// Log receives the session's log lines.
 	Log *zap.Logger
 	// OnDetection, when set, is called in its own goroutine for each

@@ -155,7 +155,14 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	s.tx = tx
 	s.srv.inflight.Add(1)
 
-	if tx.clientIP.IsValid() && opts.Checker.HasKind(lookup.KindIP) {
+	switch {
+	case !tx.clientIP.IsValid():
+		s.log.Warn("client address unknown; the IP check is skipped" +
+			" (the MTA sent no usable {client_addr})")
+	case opts.Exempt.ClientExempt(tx.clientIP):
+		tx.log.Debug("client network exempt from the IP check",
+			zap.String("client_ip", tx.clientIP.String()))
+	case opts.Checker.HasKind(lookup.KindIP):
 		ip := tx.clientIP.String()
 		tx.ip = startPending(func() ([]lookup.Answer, error) {
 			ctx, cancel := context.WithTimeout(tx.ctx, opts.Timeout)
@@ -191,7 +198,9 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 	tx.seen[addr] = true
 
 	r := &rcptLookup{addr: addr}
-	if tx.opts.Checker.HasKind(lookup.KindRecipient) {
+	if tx.opts.Exempt.RecipientExempt(addr) {
+		tx.log.Debug("recipient exempt", zap.String("recipient", addr))
+	} else if tx.opts.Checker.HasKind(lookup.KindRecipient) {
 		r.answers = startPending(func() ([]lookup.Answer, error) {
 			ctx, cancel := context.WithTimeout(tx.ctx, tx.opts.Timeout)
 			defer cancel()

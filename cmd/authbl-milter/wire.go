@@ -55,6 +55,7 @@ func milterOptions(cfg *config.Config, checker *lookup.Checker, accounts *action
 		RejectText: cfg.Action.RejectText,
 		Timeout:    cfg.Milter.Timeout.Duration,
 		Allow:      allow,
+		Exempt:     cfg.Exempt,
 		Log:        log,
 	}
 }
