@@ -8,6 +8,8 @@ package config
 
 import (
 	"net/netip"
+	"os"
+	"strconv"
 	"time"
 )
 
@@ -39,6 +41,20 @@ type Milter struct {
 	OnError string `toml:"on_error"`
 	// Timeout bounds all lookups of one transaction together.
 	Timeout Duration `toml:"timeout"`
+	// SocketMode is the octal permission of a unix socket ("0660").
+	SocketMode string `toml:"socket_mode"`
+	// SocketGroup, when set, is the group a unix socket is given, so
+	// that the MTA's user can reach it (Postfix: "postfix").
+	SocketGroup string `toml:"socket_group"`
+}
+
+// FileMode returns SocketMode parsed; Validate has checked it.
+func (m Milter) FileMode() os.FileMode {
+	v, err := strconv.ParseUint(m.SocketMode, 8, 32)
+	if err != nil {
+		return 0o660
+	}
+	return os.FileMode(v) & os.ModePerm
 }
 
 // Action configures what happens to mail from a compromised account.

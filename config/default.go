@@ -65,6 +65,8 @@ func Default() Config {
 			Listen:  "inet:127.0.0.1:8899",
 			OnError: OnErrorAccept,
 			Timeout: Duration{5 * time.Second},
+
+			SocketMode: "0660",
 		},
 		Action: Action{
 			Mode:       ModeReject,

@@ -52,6 +52,10 @@ func (m *Milter) check(p *problems) {
 	}
 	oneOf(p, "milter.on_error", m.OnError, OnErrorAccept, OnErrorTempfail)
 	positive(p, "milter.timeout", m.Timeout)
+	if v, err := strconv.ParseUint(m.SocketMode, 8, 32); err != nil || v > 0o777 {
+		p.add("milter.socket_mode", "must be an octal permission such as \"0660\", got %q",
+			m.SocketMode)
+	}
 }
 
 func (a *Action) check(p *problems) {

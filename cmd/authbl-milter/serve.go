@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -62,7 +65,7 @@ func cmdServe(e *env) int {
 	accounts := action.NewAccounts(store, action.AccountsOptions{
 		TTL: cfg.Accounts.TTL.Duration, Log: log})
 
-	ln, err := listen(cfg.Milter.Listen)
+	ln, err := listen(cfg.Milter)
 	if err != nil {
 		log.Error("cannot listen", zap.String("listen", cfg.Milter.Listen), zap.Error(err))
 		return exitFail
@@ -160,20 +163,51 @@ func retrySelftest(ctx context.Context, checker *lookup.Checker, log *zap.Logger
 }
 
 // listen opens the milter socket. A unix socket left behind by an earlier
-// run, one that nothing answers on, is removed first.
-func listen(spec string) (net.Listener, error) {
-	network, addr, err := config.ParseListen(spec)
+// run, one that nothing answers on, is removed first; a new one gets the
+// configured mode and group.
+func listen(m config.Milter) (net.Listener, error) {
+	network, addr, err := config.ParseListen(m.Listen)
 	if err != nil {
 		return nil, err
 	}
-	if network == "unix" {
-		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
-				c.Close()
-				return nil, errors.New("another process is serving " + addr)
-			}
-			os.Remove(addr)
+	if network != "unix" {
+		return net.Listen(network, addr)
+	}
+	if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+			c.Close()
+			return nil, errors.New("another process is serving " + addr)
+		}
+		os.Remove(addr)
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := socketAccess(addr, m); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// socketAccess gives a unix socket its mode and group.
+func socketAccess(path string, m config.Milter) error {
+	if m.SocketGroup != "" {
+		g, err := user.LookupGroup(m.SocketGroup)
+		if err != nil {
+			return fmt.Errorf("milter.socket_group: %w", err)
+		}
+		gid, err := strconv.Atoi(g.Gid)
+		if err != nil {
+			return fmt.Errorf("milter.socket_group: gid %q: %w", g.Gid, err)
+		}
+		if err := os.Chown(path, -1, gid); err != nil {
+			return fmt.Errorf("milter.socket_group: %w", err)
 		}
 	}
-	return net.Listen(network, addr)
+	if err := os.Chmod(path, m.FileMode()); err != nil {
+		return fmt.Errorf("milter.socket_mode: %w", err)
+	}
+	return nil
 }
