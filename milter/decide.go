@@ -21,6 +21,8 @@ const grace = 500 * time.Millisecond
 func (s *session) decide() {
 	tx := s.tx
 	tx.decided = true
+	tx.inflight = true
+	s.srv.inflight.Add(1)
 	facts := tx.collect()
 	v := action.Decide(facts, tx.opts.Policy)
 

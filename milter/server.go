@@ -80,8 +80,11 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[net.Conn]struct{}
-	inflight  atomic.Int64 // authenticated transactions not yet answered
-	closing   atomic.Bool
+	// inflight counts transactions being decided, or decided and waiting
+	// for the end of the message to be quarantined: those whose answer
+	// shutdown waits for.
+	inflight atomic.Int64
+	closing  atomic.Bool
 }
 
 // NewServer returns a server with the given options.

@@ -53,7 +53,7 @@ type transaction struct {
 
 	decided  bool
 	verdict  action.Verdict
-	answered bool // released from the server's in-flight count
+	inflight bool // counted in the server's in-flight transactions
 }
 
 type rcptLookup struct {
@@ -153,7 +153,6 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	tx.log = s.log.With(zap.String("account", account))
 	tx.ctx, tx.cancel = context.WithCancel(lookup.WithLogger(context.Background(), tx.log))
 	s.tx = tx
-	s.srv.inflight.Add(1)
 
 	switch {
 	case !tx.clientIP.IsValid():
@@ -270,8 +269,8 @@ func (s *session) endTransaction() {
 }
 
 func (s *session) release(tx *transaction) {
-	if !tx.answered {
-		tx.answered = true
+	if tx.inflight {
+		tx.inflight = false
 		s.srv.inflight.Add(-1)
 	}
 }
