@@ -74,6 +74,10 @@ func checkReplyText(text string) error {
 			return fmt.Errorf("must be printable ASCII on one line, got %q", text)
 		}
 	}
+	if strings.Contains(text, "%") {
+		// Sendmail expands % in a milter's reply text.
+		return fmt.Errorf("must not contain %%: Sendmail would expand it, got %q", text)
+	}
 	code, _, _ := strings.Cut(text, " ")
 	parts := strings.Split(code, ".")
 	if len(parts) != 3 || parts[0] != "5" || !digits(parts[1], 3) || !digits(parts[2], 3) {

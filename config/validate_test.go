@@ -42,6 +42,8 @@ func TestValidate(t *testing.T) {
 			"milter.timeout", "got -1s"},
 		{"mode", func(c *Config) { c.Action.Mode = "discard" },
 			"action.mode", `got "discard"`},
+		{"reject_text with percent", func(c *Config) { c.Action.RejectText = "5.7.1 100% sure" },
+			"action.reject_text", "must not contain %"},
 		{"reject_text class 4", func(c *Config) { c.Action.RejectText = "4.7.1 try later" },
 			"action.reject_text", "enhanced status code 5.X.Y"},
 		{"reject_text no code", func(c *Config) { c.Action.RejectText = "You are blocked" },
