@@ -41,6 +41,10 @@ func (s *session) decide() {
 	}
 	tx.verdict = v
 	tx.logVerdict(v, isNew)
+	tx.opts.Observer.Transaction(v.Outcome.String())
+	if v.Compromised {
+		tx.opts.Observer.Detection(v.Reason, isNew, string(tx.opts.Policy.Mode))
+	}
 
 	if v.Compromised && tx.opts.OnDetection != nil {
 		d := tx.detection(s.helo, v, isNew)

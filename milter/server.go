@@ -51,10 +51,29 @@ type Options struct {
 	Exempt config.Exempt
 	// Log receives the session's log lines.
 	Log *zap.Logger
+	// Observer, when set, counts outcomes (for metrics).
+	Observer Observer
 	// OnDetection, when set, is called in its own goroutine for each
 	// transaction from a compromised account, after the answer is known.
 	OnDetection func(Detection)
 }
+
+// Observer is told the outcome of every transaction. Its methods must be
+// quick and safe for concurrent use.
+type Observer interface {
+	// Transaction reports an outcome: unauthenticated, exempt, accept,
+	// reject, quarantine or tempfail.
+	Transaction(outcome string)
+	// Detection reports a transaction from a compromised account, with
+	// the reason, whether it was the account's first detection, and the
+	// configured action.
+	Detection(reason string, isNew bool, action string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Transaction(string)             {}
+func (nopObserver) Detection(string, bool, string) {}
 
 // Detection describes a transaction from a compromised account.
 type Detection struct {
@@ -117,6 +136,9 @@ var symList = map[gomilter.Stage][]string{
 func (s *Server) SetOptions(o Options) {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second

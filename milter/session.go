@@ -125,10 +125,12 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	account := strings.ToLower(strings.TrimSpace(m.Macros["{auth_authen}"]))
 	if account == "" {
 		s.log.Debug("not authenticated; accepted without lookups")
+		opts.Observer.Transaction("unauthenticated")
 		return gomilter.RespAccept, nil
 	}
 	if opts.Allow[account] {
 		s.log.Info("account exempt; accepted without lookups", zap.String("account", account))
+		opts.Observer.Transaction("exempt")
 		return gomilter.RespAccept, nil
 	}
 
