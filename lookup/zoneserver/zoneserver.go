@@ -122,13 +122,8 @@ func (s *Server) Queries() []string {
 // Start listens on addr (for example "127.0.0.1:0") over UDP and TCP on
 // the same port, and serves until Close.
 func (s *Server) Start(addr string) error {
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := listenBoth(addr)
 	if err != nil {
-		return fmt.Errorf("zoneserver: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return fmt.Errorf("zoneserver: %w", err)
 	}
 	s.addr = pc.LocalAddr().String()
@@ -142,6 +137,30 @@ func (s *Server) Start(addr string) error {
 	<-started
 	<-started
 	return nil
+}
+
+// listenBoth opens UDP and TCP on the same port. With port 0 the kernel
+// picks the UDP port, which another process may hold for TCP: then it tries
+// again with another port.
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	var err error
+	for range 20 {
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		var ln net.Listener
+		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if _, port, _ := net.SplitHostPort(addr); port != "0" {
+			break
+		}
+	}
+	return nil, nil, err
 }
 
 // Addr returns the host:port the server listens on.
