@@ -32,6 +32,14 @@ var (
 	workDir string
 	// mta is the shared Postfix instance.
 	mta *postfix
+
+	// sendmailSkip says what Sendmail lacks (see sendmailMissing);
+	// sendmailErr is a failure to start it. The Postfix tests do not
+	// depend on either.
+	sendmailSkip string
+	sendmailErr  error
+	// smta is the shared Sendmail instance.
+	smta *sendmail
 )
 
 // tools are the programs the tests run, each with the package that
@@ -51,39 +59,51 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	skipReason = checkEnv()
+	skipReason, sendmailSkip = checkEnv()
 	if skipReason == "" {
 		setupErr = setUp()
+		if sendmailSkip == "" {
+			sendmailErr = setUpSendmail()
+		}
 	}
 	code := m.Run()
 	tearDown()
 	return code
 }
 
-// checkEnv returns what the machine lacks for the tests, or "". As root
-// it first runs setup.sh to install missing packages.
-func checkEnv() string {
+// checkEnv returns what the machine lacks for the tests, or "": for all
+// of them, and for the Sendmail ones in addition. As root it first runs
+// setup.sh to install missing packages.
+func checkEnv() (all, sendmail string) {
 	if os.Geteuid() != 0 {
-		return "not root: a private Postfix instance must be started as root"
+		return "not root: a private Postfix instance must be started as root",
+			"not root: a private Sendmail instance must be started as root"
 	}
-	missing := missingPackages()
-	if len(missing) == 0 {
-		return ""
+	missing, smMissing := missingPackages(), sendmailMissing()
+	if len(missing)+len(smMissing) == 0 {
+		return "", ""
 	}
+	var setupFailed error
 	if os.Getenv("AUTHBL_IT_NO_SETUP") == "" {
 		out, err := exec.Command("bash", "setup.sh").CombinedOutput()
 		os.Stderr.Write(out)
-		if err != nil {
-			return fmt.Sprintf("missing %s, and setup.sh failed: %v",
-				strings.Join(missing, ", "), err)
-		}
-		missing = missingPackages()
+		setupFailed = err
+		missing, smMissing = missingPackages(), sendmailMissing()
 	}
-	if len(missing) > 0 {
+	return missingReason(missing, setupFailed), missingReason(smMissing, setupFailed)
+}
+
+func missingReason(missing []string, setupFailed error) string {
+	switch {
+	case len(missing) == 0:
+		return ""
+	case setupFailed != nil:
+		return fmt.Sprintf("missing %s, and setup.sh failed: %v",
+			strings.Join(missing, ", "), setupFailed)
+	default:
 		return "missing " + strings.Join(missing, ", ") +
 			" (run integration/setup.sh as root)"
 	}
-	return ""
 }
 
 // missingPackages names what is absent: programs with their packages,
@@ -125,9 +145,22 @@ func setUp() error {
 	return err
 }
 
+// setUpSendmail starts the shared Sendmail instance.
+func setUpSendmail() error {
+	if workDir == "" {
+		return fmt.Errorf("no work folder: %v", setupErr)
+	}
+	var err error
+	smta, err = startSendmail(filepath.Join(workDir, "sendmail"), sendmailOptions{})
+	return err
+}
+
 func tearDown() {
 	if mta != nil {
 		mta.stop()
+	}
+	if smta != nil {
+		smta.stop()
 	}
 	if workDir == "" || os.Getenv("AUTHBL_IT_KEEP") != "" {
 		return
@@ -155,6 +188,25 @@ func needEnv(t *testing.T) {
 	}
 	if setupErr != nil {
 		t.Fatalf("integration set-up failed: %v", setupErr)
+	}
+}
+
+// needSendmail is needEnv for the Sendmail tests: they also skip (or
+// fail, with CI=true) when Sendmail cannot be had, and fail when it did
+// not start.
+func needSendmail(t *testing.T) {
+	t.Helper()
+	for _, reason := range []string{sendmailSkip, skipReason} {
+		if reason == "" {
+			continue
+		}
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true, and the integration environment is incomplete: %s", reason)
+		}
+		t.Skip(reason)
+	}
+	if sendmailErr != nil {
+		t.Fatalf("Sendmail set-up failed: %v", sendmailErr)
 	}
 }
 

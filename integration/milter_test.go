@@ -56,6 +56,9 @@ type milterOptions struct {
 	DNS string
 	// Timeout is [milter] timeout, "5s" by default.
 	Timeout string
+	// Listen is host:port where the milter listens: where Postfix calls
+	// it by default.
+	Listen string
 }
 
 // milter is one authbl-milter serve process and its files.
@@ -119,8 +122,11 @@ func writeMilterConfig(t *testing.T, dir string, dns *rbldnsd, opts milterOption
 	if opts.Timeout == "" {
 		opts.Timeout = "5s"
 	}
+	if opts.Listen == "" {
+		opts.Listen = mta.milterAddr
+	}
 	db = filepath.Join(dir, "accounts.db")
-	text := fmt.Sprintf(configTOML, mta.milterAddr, opts.OnError, opts.Timeout,
+	text := fmt.Sprintf(configTOML, opts.Listen, opts.OnError, opts.Timeout,
 		opts.Mode, rejectText, opts.DNS, db)
 	path = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
@@ -129,11 +135,14 @@ func writeMilterConfig(t *testing.T, dir string, dns *rbldnsd, opts milterOption
 	return path, db
 }
 
-// startMilter starts `authbl-milter serve` on the address Postfix calls,
-// waits until it listens, and stops it at the end of the test. A test
-// that starts a second one must stop the first.
+// startMilter starts `authbl-milter serve` on the address Postfix calls
+// (or opts.Listen), waits until it listens, and stops it at the end of
+// the test. A test that starts a second one must stop the first.
 func startMilter(t *testing.T, dns *rbldnsd, opts milterOptions) *milter {
 	t.Helper()
+	if opts.Listen == "" {
+		opts.Listen = mta.milterAddr
+	}
 	bin := buildMilter(t)
 	dir := testDir(t, fmt.Sprintf("milter-%d", time.Now().UnixNano()))
 	cfg, db := writeMilterConfig(t, dir, dns, opts)
@@ -146,7 +155,7 @@ func startMilter(t *testing.T, dns *rbldnsd, opts milterOptions) *milter {
 	}
 	t.Cleanup(func() { m.stop(t) })
 
-	if err := waitTCP(mta.milterAddr, 20*time.Second, m.proc.exited); err != nil {
+	if err := waitTCP(opts.Listen, 20*time.Second, m.proc.exited); err != nil {
 		t.Fatalf("authbl-milter: %v; its output:\n%s", err, m.proc.output())
 	}
 	return m

@@ -126,7 +126,8 @@ type transaction struct {
 	// Final is the reply that decided the transaction: the first
 	// refusal, or the reply to the final dot.
 	Final reply
-	// QueueID is Postfix's queue id from "250 2.0.0 Ok: queued as ID".
+	// QueueID is the queue id from Postfix's "250 2.0.0 Ok: queued as
+	// ID" or Sendmail's "250 2.0.0 ID Message accepted for delivery".
 	QueueID string
 }
 
@@ -180,6 +181,8 @@ func (c *smtpClient) send(from string, rcpts []string, subject string) transacti
 	tx.End = c.read()
 	tx.Final = tx.End
 	if m := queuedAs.FindStringSubmatch(tx.End.Text); tx.End.ok() && m != nil {
+		tx.QueueID = m[1]
+	} else if m := sendmailAccepted.FindStringSubmatch(tx.End.Text); tx.End.ok() && m != nil {
 		tx.QueueID = m[1]
 	}
 	if !tx.End.ok() {

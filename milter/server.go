@@ -104,6 +104,8 @@ type Server struct {
 	// shutdown waits for.
 	inflight atomic.Int64
 	closing  atomic.Bool
+	// authMacros warns when the MTA sends no SASL login (session.go).
+	authMacros authMacroWatch
 }
 
 // NewServer returns a server with the given options.

@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"net/textproto"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -121,6 +123,7 @@ func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, er
 func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
 	s.endTransaction()
 	opts := s.srv.Options()
+	s.srv.authMacros.observe(s.log, m.Macros)
 
 	account := strings.ToLower(strings.TrimSpace(m.Macros["{auth_authen}"]))
 	if account == "" {
@@ -314,4 +317,91 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// authMacroWatch notices an MTA that does not send the SASL login at MAIL
+// FROM: every session would then look unauthenticated, and the milter
+// would check nothing without a word. Neither Postfix nor Sendmail sends
+// an auth macro, not even an empty one, for a session that did not
+// authenticate (seen), so one transaction without {auth_authen} proves
+// nothing by itself. Two things do tell:
+//
+//   - {auth_type} without {auth_authen}: the session authenticated and
+//     the login was left out. Certain.
+//   - no macro at MAIL FROM, or one the milter did not ask for there:
+//     the MTA ignores the milter's symbol list and sends its own, which
+//     may lack {auth_authen} (Sendmail's confMILTER_MACROS_ENVFROM,
+//     Postfix's milter_mail_macros). Suspect until a login arrives.
+//
+// An MTA that applies the symbol list (Postfix, Sendmail 8.17: seen)
+// sends {auth_authen} whenever the session authenticated, whatever its
+// own lists say, and its unauthenticated mail raises nothing. Each
+// warning is given once per process.
+type authMacroWatch struct {
+	authenSeen    atomic.Bool // some MAIL FROM carried {auth_authen}
+	warnedNoLogin atomic.Bool
+	warnedOwnList atomic.Bool
+}
+
+// sendAuthenHint tells the operator where the MTA's MAIL FROM list is.
+const sendAuthenHint = "make the MTA send {auth_authen} at MAIL FROM" +
+	" (Sendmail: confMILTER_MACROS_ENVFROM; Postfix: milter_mail_macros)"
+
+// observe looks at the macros of one MAIL FROM.
+func (w *authMacroWatch) observe(log *zap.Logger, macros map[string]string) {
+	if ce := log.Check(zap.DebugLevel, "macros at MAIL FROM"); ce != nil {
+		ce.Write(zap.Strings("macros", macroNames(macros)))
+	}
+	if _, ok := macros["{auth_authen}"]; ok {
+		if !w.authenSeen.Swap(true) && w.warnedOwnList.Load() {
+			log.Info("the MTA does send the SASL login ({auth_authen});" +
+				" the earlier warning about it does not apply")
+		}
+		return
+	}
+
+	if t := macros["{auth_type}"]; t != "" {
+		if !w.warnedNoLogin.Swap(true) {
+			log.Warn("the MTA reports an authenticated session but sends no SASL login"+
+				" ({auth_authen}) at MAIL FROM: authbl-milter cannot check"+
+				" authenticated mail and lets it through unchecked; "+sendAuthenHint,
+				zap.String("auth_type", t), zap.Strings("macros", macroNames(macros)))
+		}
+		return
+	}
+	if w.authenSeen.Load() || !ownMailList(macros) {
+		return
+	}
+	if !w.warnedOwnList.Swap(true) {
+		log.Warn("no SASL login ({auth_authen}) received at MAIL FROM, and the MTA"+
+			" sends its own macros there instead of those the milter asked for:"+
+			" if its list lacks {auth_authen}, every session looks"+
+			" unauthenticated and authbl-milter checks nothing; "+sendAuthenHint,
+			zap.Strings("macros", macroNames(macros)))
+	}
+}
+
+// ownMailList reports whether the MAIL FROM macros are not those the
+// milter asked for through the symbol list: none at all, or one it did
+// not ask for.
+func ownMailList(macros map[string]string) bool {
+	if len(macros) == 0 {
+		return true
+	}
+	for name := range macros {
+		if !slices.Contains(symList[gomilter.StageMailFrom], name) {
+			return true
+		}
+	}
+	return false
+}
+
+// macroNames returns the names of macros, sorted, for a log line.
+func macroNames(macros map[string]string) []string {
+	names := make([]string, 0, len(macros))
+	for name := range macros {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
