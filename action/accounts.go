@@ -3,6 +3,7 @@ package action
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -14,21 +15,48 @@ import (
 // new flags, and it keeps the detections that the store failed to write
 // in memory, answering for them and writing them once the store works
 // again, so that an outage loses no detection while the process runs.
+//
+// It also watches the store's health: an outage is logged when it
+// starts, then at most once per log interval however many transactions
+// fail meanwhile, and again when it ends. While the store is known to be
+// down, Record does not wait for it: the detection goes straight to
+// memory, so that a store that hangs costs a transaction one timeout
+// (its read), not two. Whatever call succeeds first ends the outage: a
+// read by the next transaction, or the flush that Run makes.
 type Accounts struct {
-	store Store
-	ttl   time.Duration
-	now   func() time.Time
-	log   *zap.Logger
+	store    Store
+	ttl      time.Duration
+	now      func() time.Time
+	log      *zap.Logger
+	logEvery time.Duration
 
 	mu      sync.Mutex
 	pending map[string]Flag // account -> detection not yet written
+
+	hmu      sync.Mutex
+	down     bool      // the last store call failed
+	since    time.Time // when the outage started
+	lastLog  time.Time // when it was last logged
+	failures int       // failed calls since then
+	lastErr  error
 }
+
+// DefaultOutageLogInterval is how often, at most, a store outage is
+// logged while it lasts, unless AccountsOptions.LogInterval says otherwise.
+const DefaultOutageLogInterval = time.Minute
+
+// ErrStoreDown is returned by Record, wrapping the store's last error,
+// when the store was not tried because it is known to be down.
+var ErrStoreDown = errors.New("account store unavailable")
 
 // AccountsOptions configures NewAccounts.
 type AccountsOptions struct {
 	TTL time.Duration    // 0: flags last until released
 	Now func() time.Time // nil: time.Now
 	Log *zap.Logger      // nil: no logging
+	// LogInterval is how often, at most, an outage of the store is
+	// logged while it lasts; 0 means DefaultOutageLogInterval.
+	LogInterval time.Duration
 }
 
 // NewAccounts wraps store.
@@ -39,8 +67,11 @@ func NewAccounts(store Store, o AccountsOptions) *Accounts {
 	if o.Log == nil {
 		o.Log = zap.NewNop()
 	}
+	if o.LogInterval <= 0 {
+		o.LogInterval = DefaultOutageLogInterval
+	}
 	return &Accounts{store: store, ttl: o.TTL, now: o.Now, log: o.Log,
-		pending: make(map[string]Flag)}
+		logEvery: o.LogInterval, pending: make(map[string]Flag)}
 }
 
 // Store returns the wrapped store.
@@ -58,8 +89,10 @@ func (a *Accounts) Lookup(ctx context.Context, account string) (*Flag, error) {
 
 	f, err := a.store.Get(ctx, account)
 	if errors.Is(err, ErrNotFound) {
+		a.note(nil)
 		return nil, nil
 	}
+	a.note(err)
 	if err != nil {
 		return nil, err
 	}
@@ -67,9 +100,11 @@ func (a *Accounts) Lookup(ctx context.Context, account string) (*Flag, error) {
 }
 
 // Record writes a detection. isNew reports the account's first detection.
-// When the store fails, the detection is kept to be written later, the
-// error is returned, and isNew is true unless the same account is already
-// waiting to be written.
+// When the store fails, or is known to be down (ErrStoreDown), the
+// detection is kept to be written later, the error is returned, and isNew
+// is true unless the same account is already waiting to be written: the
+// store cannot tell, so an account flagged before the outage counts as
+// new again.
 func (a *Accounts) Record(ctx context.Context, f Flag) (isNew bool, err error) {
 	f.Account = strings.ToLower(f.Account)
 	now := a.now()
@@ -81,9 +116,14 @@ func (a *Accounts) Record(ctx context.Context, f Flag) (isNew bool, err error) {
 		f.ExpiresAt = now.Add(a.ttl)
 	}
 
-	isNew, err = a.store.Put(ctx, f)
-	if err == nil {
-		return isNew, nil
+	if down, last := a.isDown(); down {
+		err = fmt.Errorf("%w: %v", ErrStoreDown, last)
+	} else {
+		isNew, err = a.store.Put(ctx, f)
+		a.note(err)
+		if err == nil {
+			return isNew, nil
+		}
 	}
 	a.mu.Lock()
 	_, waiting := a.pending[f.Account]
@@ -113,7 +153,9 @@ func (a *Accounts) Flush(ctx context.Context) error {
 
 	var first error
 	for _, f := range waiting {
-		if _, err := a.store.Put(ctx, f); err != nil {
+		_, err := a.store.Put(ctx, f)
+		a.note(err)
+		if err != nil {
 			if first == nil {
 				first = err
 			}
@@ -147,10 +189,56 @@ func (a *Accounts) Run(ctx context.Context, interval time.Duration) {
 			if a.Pending() == 0 {
 				continue
 			}
-			if err := a.Flush(ctx); err != nil {
-				a.log.Warn("account store still failing; detections kept in memory",
-					zap.Int("pending", a.Pending()), zap.Error(err))
-			}
+			// A failure is logged by note, once per log interval.
+			a.Flush(ctx)
+		}
+	}
+}
+
+// StoreDown reports whether the last call to the store failed.
+func (a *Accounts) StoreDown() bool {
+	down, _ := a.isDown()
+	return down
+}
+
+func (a *Accounts) isDown() (bool, error) {
+	a.hmu.Lock()
+	defer a.hmu.Unlock()
+	return a.down, a.lastErr
+}
+
+// note records the outcome of a store call and logs the changes of the
+// store's health: the start of an outage at once, then at most once per
+// log interval while it lasts, and its end. A call that its caller
+// cancelled tells nothing about the store.
+func (a *Accounts) note(err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	now := a.now()
+	a.hmu.Lock()
+	defer a.hmu.Unlock()
+	switch {
+	case err == nil && a.down:
+		a.down = false
+		a.log.Info("account store available again",
+			zap.Duration("outage", now.Sub(a.since)),
+			zap.Int("failures_since_last_report", a.failures),
+			zap.Int("pending", a.Pending()))
+	case err == nil:
+	case !a.down:
+		a.down, a.since, a.lastLog, a.failures, a.lastErr = true, now, now, 0, err
+		a.log.Error("account store unavailable; detections are kept in memory"+
+			" and written when it is back", zap.Error(err))
+	default:
+		a.failures++
+		a.lastErr = err
+		if now.Sub(a.lastLog) >= a.logEvery {
+			a.log.Warn("account store still unavailable",
+				zap.Duration("outage", now.Sub(a.since)),
+				zap.Int("failures_since_last_report", a.failures),
+				zap.Int("pending", a.Pending()), zap.Error(err))
+			a.lastLog, a.failures = now, 0
 		}
 	}
 }

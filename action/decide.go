@@ -76,6 +76,12 @@ type Facts struct {
 	StoreErr   error // the store could not be read
 }
 
+// StoreFailurePrefix starts the entry of Verdict.Failures that tells of
+// a failed store read. Accounts logs a store outage itself, once per
+// interval, so callers may leave that entry out of their per-transaction
+// lines.
+const StoreFailurePrefix = "account store: "
+
 // Match is one listing found in the facts.
 type Match struct {
 	Reason    string // ReasonIP or ReasonRecipient
@@ -116,7 +122,7 @@ func Decide(f Facts, p Policy) Verdict {
 		}
 	}
 	if f.StoreErr != nil {
-		v.Failures = append(v.Failures, "account store: "+f.StoreErr.Error())
+		v.Failures = append(v.Failures, StoreFailurePrefix+f.StoreErr.Error())
 	}
 
 	switch {

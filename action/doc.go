@@ -10,7 +10,10 @@
 // later, as the on_error policy says, unless some other fact already
 // proves the account compromised.
 //
-// Accounts wraps a Store (SQLite embedded, or shared) and keeps in memory
-// the detections it could not write, retrying them, so that a store
-// outage loses no detection.
+// Accounts wraps a Store (SQLiteStore embedded, or RedisStore shared by
+// several milters) and keeps in memory the detections it could not write,
+// retrying them, so that a store outage loses no detection while the
+// process runs; it logs an outage once per interval, not once per
+// transaction. Both stores also keep an Outbox of undelivered webhook
+// notifications, so that they survive a restart.
 package action

@@ -18,7 +18,8 @@ import (
 // sqliteSchemaVersion is the schema this code writes, kept in the
 // database's PRAGMA user_version. A database with a newer version was
 // written by a newer program and is refused rather than misread.
-const sqliteSchemaVersion = 1
+// Version 2 added the outbox table.
+const sqliteSchemaVersion = 2
 
 // sqliteSchema creates version 1. Times are UTC unix nanoseconds, 0 for
 // the zero time; expires_at 0 means until released.
@@ -36,6 +37,21 @@ CREATE TABLE IF NOT EXISTS flags (
 	expires_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS flags_flagged_at ON flags (flagged_at);
+`
+
+// sqliteOutboxSchema is what version 2 added: undelivered
+// notifications. Times as in flags.
+const sqliteOutboxSchema = `
+CREATE TABLE IF NOT EXISTS outbox (
+	id         TEXT    NOT NULL PRIMARY KEY,
+	target     TEXT    NOT NULL,
+	body       BLOB    NOT NULL,
+	attempts   INTEGER NOT NULL,
+	due        INTEGER NOT NULL,
+	created_at INTEGER NOT NULL,
+	last_error TEXT    NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due);
 `
 
 const sqliteColumns = `account, reason, list, client_ip, recipient, queue_id,
@@ -148,9 +164,10 @@ func sqliteDSN(path string, busy time.Duration) string {
 	return u.String()
 }
 
-// migrate creates the schema in an empty database and refuses one
-// written by a newer program. It runs in a write transaction, so two
-// processes opening a new file at once create the schema once.
+// migrate creates the schema in an empty database, brings an older one
+// up to date, and refuses one written by a newer program. It runs in a
+// write transaction, so two processes opening a new file at once create
+// the schema once.
 func (s *SQLiteStore) migrate(ctx context.Context) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -169,17 +186,23 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 		return fmt.Errorf("schema version %d is newer than this program's %d",
 			version, sqliteSchemaVersion)
 	}
-	// Version 0 with tables is some other program's database.
-	var tables int
-	err = tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables)
-	if err != nil {
-		return err
+	if version == 0 {
+		// Version 0 with tables is some other program's database.
+		var tables int
+		err = tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables)
+		if err != nil {
+			return err
+		}
+		if tables > 0 {
+			return errors.New("not an account store: tables but no schema version")
+		}
+		if _, err := tx.ExecContext(ctx, sqliteSchema); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
 	}
-	if tables > 0 {
-		return errors.New("not an account store: tables but no schema version")
-	}
-	if _, err := tx.ExecContext(ctx, sqliteSchema); err != nil {
-		return fmt.Errorf("create schema: %w", err)
+	// Version 1 to 2.
+	if _, err := tx.ExecContext(ctx, sqliteOutboxSchema); err != nil {
+		return fmt.Errorf("create outbox: %w", err)
 	}
 	// PRAGMA takes no parameters; the version is a constant.
 	pragma := "PRAGMA user_version = " + strconv.Itoa(sqliteSchemaVersion)

@@ -2,6 +2,7 @@ package action
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -162,6 +163,40 @@ func TestSQLiteReopen(t *testing.T) {
 	}
 	if err := s.Ping(context.Background()); err != nil {
 		t.Errorf("Ping: %v", err)
+	}
+}
+
+// TestSQLiteMigrateFromVersion1 opens a database written before the
+// outbox existed: its flags stay, and the outbox works.
+func TestSQLiteMigrateFromVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "accounts.db")
+	db, err := sql.Open("sqlite", sqliteDSN(path, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(sqliteSchema + "PRAGMA user_version = 1;"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`INSERT INTO flags (` + sqliteColumns + `)
+		VALUES ('old@example.com', 'ip', 'authbl', '192.0.2.7', '', 'Q1', 1, 1, 3, 0)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := openTestSQLite(t, path, nil)
+	if f := storeGet(t, s, "old@example.com"); f.Hits != 3 || f.List != "authbl" {
+		t.Errorf("flag after the migration: %+v", f)
+	}
+	var version int
+	s.db.QueryRow("PRAGMA user_version").Scan(&version)
+	if version != sqliteSchemaVersion {
+		t.Errorf("user_version %d, want %d", version, sqliteSchemaVersion)
+	}
+	err = s.Outbox().Add(context.Background(),
+		OutboxEntry{ID: "x", Target: "http://h/", Due: time.Now()})
+	if err != nil {
+		t.Fatalf("outbox after the migration: %v", err)
 	}
 }
 
