@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Checker asks every list of the right kind about an item, in parallel.
@@ -15,7 +16,9 @@ type Checker struct {
 	log      *zap.Logger
 }
 
-// NewChecker returns a Checker over lists. A nil logger logs nothing.
+// NewChecker returns a Checker over lists. Lists with a source of their
+// own (a local file) are asked through it, the others through r, which
+// may be nil when every list has one. A nil logger logs nothing.
 func NewChecker(lists []*List, r Resolver, log *zap.Logger) *Checker {
 	if log == nil {
 		log = zap.NewNop()
@@ -25,6 +28,15 @@ func NewChecker(lists []*List, r Resolver, log *zap.Logger) *Checker {
 
 // Lists returns the lists the checker asks.
 func (c *Checker) Lists() []*List { return c.lists }
+
+// CacheStats returns the counters of the checker's Cache, and false when
+// its resolver is no Cache.
+func (c *Checker) CacheStats() (CacheStats, bool) {
+	if cache, ok := c.resolver.(*Cache); ok {
+		return cache.Stats(), true
+	}
+	return CacheStats{}, false
+}
 
 // HasKind reports whether any list is of kind k.
 func (c *Checker) HasKind(k Kind) bool {
@@ -47,6 +59,10 @@ func (c *Checker) Check(ctx context.Context, k Kind, item string) []Answer {
 		}
 	}
 	answers := make([]Answer, len(lists))
+	if len(lists) == 1 { // the common case: no goroutine needed
+		answers[0] = c.Query(ctx, lists[0], item)
+		return answers
+	}
 	var wg sync.WaitGroup
 	for i, l := range lists {
 		wg.Go(func() { answers[i] = c.Query(ctx, l, item) })
@@ -70,8 +86,20 @@ func (c *Checker) logger(ctx context.Context) *zap.Logger {
 	return c.log
 }
 
-// Query asks one list about one item.
+// Query asks one list about one item. A listing from a list that the
+// self-test found listing everything is returned as an error wrapping
+// ErrListOutOfService: it never counts, and follows on_error.
 func (c *Checker) Query(ctx context.Context, l *List, item string) Answer {
+	a := c.query(ctx, l, item)
+	if a.Result == Listed && l.listsEverything() {
+		outOfService(&a)
+	}
+	return a
+}
+
+// query asks one list about one item, through the list's own source (a
+// local file) or the checker's resolver.
+func (c *Checker) query(ctx context.Context, l *List, item string) Answer {
 	a := Answer{List: l.Name, Item: item}
 	name, err := l.QueryName(item)
 	if err != nil {
@@ -79,19 +107,24 @@ func (c *Checker) Query(ctx context.Context, l *List, item string) Answer {
 		return a
 	}
 
+	r := c.resolver
+	if l.source != nil {
+		r = l.source
+	}
 	start := time.Now()
-	reply, err := c.resolver.LookupA(ctx, name)
+	reply, err := r.LookupA(ctx, name)
 	a.Result, a.Err = l.Classify(reply, err)
 	a.Codes = reply.A
 
 	log := c.logger(ctx)
-	log.Debug("lookup",
-		zap.String("list", l.Name),
-		zap.String("query", l.Redact(name)),
-		zap.String("result", a.Result.String()),
-		zap.Stringer("codes", stringer(a.CodesString)),
-		zap.Duration("duration", time.Since(start)),
-		zap.Error(a.Err))
+	if ce := log.Check(zapcore.DebugLevel, "lookup"); ce != nil {
+		ce.Write(zap.String("list", l.Name),
+			zap.String("query", l.Redact(name)),
+			zap.String("result", a.Result.String()),
+			zap.Stringer("codes", stringer(a.CodesString)),
+			zap.Duration("duration", time.Since(start)),
+			zap.Error(a.Err))
+	}
 	if a.Result == Unexpected {
 		log.Warn("list answered a code outside its match set; not a listing",
 			zap.String("list", l.Name),

@@ -37,21 +37,48 @@ var ErrNoServers = errors.New("no DNS servers")
 
 // DNSClient is a Resolver that asks DNS servers directly with miekg/dns,
 // without the system's resolver library, so that it sees the raw response
-// codes. Servers are tried in turn, starting with a different one for
-// each query; a server that fails or times out passes the query to the
-// next while the context allows. A truncated UDP reply is asked again
-// over TCP.
+// codes. Queries carry EDNS0 (1232 octets, the DNS flag day size). Servers
+// are tried in turn, starting with a different one for each query, for as
+// many rounds as Attempts says: a timeout, an unreachable server, a
+// malformed reply or an answer other than NOERROR and NXDOMAIN passes the
+// query on to the next server while the context allows. A truncated UDP
+// reply is asked again over TCP. The context's deadline and its
+// cancellation both end a query at once, even one waiting for a reply.
 type DNSClient struct {
-	servers []string
-	timeout time.Duration
-	udp     *dns.Client
-	tcp     *dns.Client
-	next    atomic.Uint32
+	servers  []string
+	timeout  time.Duration
+	attempts int
+	udp      *dns.Client
+	tcp      *dns.Client
+	next     atomic.Uint32
 }
 
-// NewDNSClient returns a client for servers (host:port). An empty list
-// means the nameservers of /etc/resolv.conf. timeout bounds each attempt.
+// DNSOptions configures a DNSClient.
+type DNSOptions struct {
+	// Servers are host:port pairs. Empty means the nameservers of
+	// /etc/resolv.conf.
+	Servers []string
+	// Timeout bounds each exchange with one server; 0 means 2s.
+	Timeout time.Duration
+	// Attempts is how many rounds over the servers a query may take; 0
+	// means DefaultAttempts.
+	Attempts int
+}
+
+// DefaultAttempts is the number of rounds over the servers when
+// DNSOptions.Attempts is 0, as resolv.conf's default.
+const DefaultAttempts = 2
+
+// NewDNSClient returns a client for servers (host:port) with the default
+// number of attempts. An empty list means the nameservers of
+// /etc/resolv.conf. timeout bounds each exchange.
 func NewDNSClient(servers []string, timeout time.Duration) (*DNSClient, error) {
+	return NewDNSClientOptions(DNSOptions{Servers: servers, Timeout: timeout})
+}
+
+// NewDNSClientOptions returns a client configured by o.
+func NewDNSClientOptions(o DNSOptions) (*DNSClient, error) {
+	servers := o.Servers
 	if len(servers) == 0 {
 		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
 		if err != nil {
@@ -64,16 +91,25 @@ func NewDNSClient(servers []string, timeout time.Duration) (*DNSClient, error) {
 	if len(servers) == 0 {
 		return nil, fmt.Errorf("dns: %w", ErrNoServers)
 	}
+	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
+	attempts := o.Attempts
+	if attempts <= 0 {
+		attempts = DefaultAttempts
+	}
 	return &DNSClient{
-		servers: servers,
-		timeout: timeout,
-		udp:     &dns.Client{Net: "udp", Timeout: timeout, UDPSize: 1232},
-		tcp:     &dns.Client{Net: "tcp", Timeout: timeout},
+		servers:  append([]string(nil), servers...),
+		timeout:  timeout,
+		attempts: attempts,
+		udp:      &dns.Client{Net: "udp", Timeout: timeout, UDPSize: ednsSize},
+		tcp:      &dns.Client{Net: "tcp", Timeout: timeout},
 	}, nil
 }
+
+// ednsSize is the UDP payload size announced with EDNS0.
+const ednsSize = 1232
 
 // Servers returns the servers the client asks.
 func (c *DNSClient) Servers() []string { return append([]string(nil), c.servers...) }
@@ -82,65 +118,114 @@ func (c *DNSClient) Servers() []string { return append([]string(nil), c.servers.
 func (c *DNSClient) LookupA(ctx context.Context, name string) (Reply, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(name), dns.TypeA)
-	q.SetEdns0(1232, false)
+	q.SetEdns0(ednsSize, false)
 
 	start := int(c.next.Add(1))
-	var lastErr error
-	for i := range c.servers {
+	var (
+		lastErr   error
+		lastReply *Reply // the last answer that was a failure, such as SERVFAIL
+	)
+	for i := range len(c.servers) * c.attempts {
 		if err := ctx.Err(); err != nil {
-			if lastErr == nil {
-				lastErr = err
-			}
+			lastErr = scrub(err)
 			break
 		}
 		server := c.servers[(start+i)%len(c.servers)]
 		r, err := c.exchange(ctx, q, server)
-		if err != nil {
-			lastErr = err
-			continue
+		if err == nil {
+			var reply Reply
+			if reply, err = parseReply(q, r); err == nil {
+				// A yes or a no (NXDOMAIN) is final; a server that
+				// fails or refuses is worth asking the next one about.
+				if r.Rcode == dns.RcodeSuccess || r.Rcode == dns.RcodeNameError {
+					return reply, nil
+				}
+				lastReply, lastErr = &reply, nil
+				continue
+			}
 		}
-		// A server that fails or refuses is worth asking the next one
-		// about; a yes or a no (NXDOMAIN) is final.
-		failed := r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError
-		if failed && i < len(c.servers)-1 {
-			lastErr = fmt.Errorf("server answered %s", rcodeName(r.Rcode))
-			continue
-		}
-		return parseReply(q, r)
+		lastErr, lastReply = err, nil
+	}
+	if lastReply != nil {
+		return *lastReply, nil
 	}
 	return Reply{}, fmt.Errorf("dns: %w", lastErr)
 }
 
+// exchange asks one server, over UDP and then over TCP when the reply is
+// truncated, each exchange bounded by the client's timeout and by ctx.
 func (c *DNSClient) exchange(ctx context.Context, q *dns.Msg, server string) (*dns.Msg, error) {
-	r, _, err := c.udp.ExchangeContext(ctx, q, server)
+	r, err := c.exchangeOnce(ctx, c.udp, q, server)
 	if err == nil && r.Truncated {
-		r, _, err = c.tcp.ExchangeContext(ctx, q, server)
+		r, err = c.exchangeOnce(ctx, c.tcp, q, server)
 	}
+	return r, err
+}
+
+// exchangeOnce runs one exchange. miekg/dns honours only a context's
+// deadline, so the connection is also closed when ctx is cancelled, which
+// ends a read that is waiting for a reply.
+func (c *DNSClient) exchangeOnce(ctx context.Context, cl *dns.Client, q *dns.Msg,
+	server string) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	co, err := cl.DialContext(ctx, server)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, scrub(ctx.Err())
+		}
+		return nil, scrub(err)
+	}
+	defer co.Close()
+	stop := context.AfterFunc(ctx, func() { co.Close() })
+	defer stop()
+
+	r, _, err := cl.ExchangeWithConnContext(ctx, q, co)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, scrub(ctx.Err())
+		}
 		return nil, scrub(err)
 	}
 	return r, nil
 }
 
-// parseReply checks that r answers q and extracts its A records.
+// parseReply checks that r answers q and extracts the A records of the
+// query name, following CNAMEs within the answer. The TTL is the smallest
+// of those records, or for a negative answer that of the SOA record as
+// RFC 2308 says: the smaller of its TTL and its minimum field.
 func parseReply(q, r *dns.Msg) (Reply, error) {
-	if len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) {
-		return Reply{}, errors.New("dns: malformed reply: question does not match")
+	if !r.Response || len(r.Question) != 1 || r.Question[0].Qtype != dns.TypeA ||
+		!strings.EqualFold(r.Question[0].Name, q.Question[0].Name) {
+		return Reply{}, errors.New("malformed reply: it does not answer the question")
 	}
 	out := Reply{Rcode: r.Rcode}
-	for _, rr := range r.Answer {
-		a, ok := rr.(*dns.A)
-		if !ok {
-			continue // CNAMEs and other records do not count
+	owner := q.Question[0].Name
+	for range 8 { // CNAME hops
+		cname := ""
+		for _, rr := range r.Answer {
+			h := rr.Header()
+			if !strings.EqualFold(h.Name, owner) {
+				continue
+			}
+			switch rr := rr.(type) {
+			case *dns.A:
+				ip, ok := netip.AddrFromSlice(rr.A.To4())
+				if !ok {
+					continue
+				}
+				if len(out.A) == 0 || h.Ttl < out.TTL {
+					out.TTL = h.Ttl
+				}
+				out.A = append(out.A, ip)
+			case *dns.CNAME:
+				cname = rr.Target
+			}
 		}
-		ip, ok := netip.AddrFromSlice(a.A.To4())
-		if !ok {
-			continue
+		if len(out.A) > 0 || cname == "" {
+			break
 		}
-		out.A = append(out.A, ip)
-		if out.TTL == 0 || a.Hdr.Ttl < out.TTL {
-			out.TTL = a.Hdr.Ttl
-		}
+		owner = cname
 	}
 	if out.Rcode == dns.RcodeNameError || (out.Rcode == dns.RcodeSuccess && len(out.A) == 0) {
 		for _, rr := range r.Ns {

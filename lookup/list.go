@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 
 	"github.com/authbl-milter/authbl-milter/config"
+	"github.com/authbl-milter/authbl-milter/lookup/zonefile"
 )
 
 // Kind says what a list is keyed by.
@@ -46,10 +48,19 @@ type List struct {
 	TestPoint  string
 	TestExpect netip.Addr
 
+	// File, when set, is the local file the list is served from (see
+	// FileSource); Zone is then FileZone(Name).
+	File   string
+	Format zonefile.Format
+
 	secret string
+	source Resolver // nil: the Checker's resolver
+	health atomic.Pointer[Health]
 }
 
-// NewLists builds lists from their validated configuration.
+// NewLists builds lists from their validated configuration. A list
+// served from a local file reads it now: an unreadable or broken file is
+// an error.
 func NewLists(cfg []config.List) ([]*List, error) {
 	lists := make([]*List, 0, len(cfg))
 	for _, c := range cfg {
@@ -75,10 +86,22 @@ func NewLists(cfg []config.List) ([]*List, error) {
 			}
 			l.TestExpect = ip
 		}
+		if c.File != "" {
+			l.File, l.Format, l.Zone = c.File, zonefile.Format(c.Format), FileZone(c.Name)
+			src, err := NewFileSource(l.File, l.Format, l.Zone)
+			if err != nil {
+				return nil, fmt.Errorf("list %s: %w", c.Name, err)
+			}
+			l.source = src
+		}
 		lists = append(lists, l)
 	}
 	return lists, nil
 }
+
+// SetSource makes the list answer from r instead of the Checker's
+// resolver, as a list served from a file does.
+func (l *List) SetSource(r Resolver) { l.source = r }
 
 // SetSecret marks s, a part of the zone, as never to be shown.
 func (l *List) SetSecret(s string) { l.secret = s }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"time"
 )
 
 // TestStatus is the outcome of a list's self-test.
@@ -39,6 +41,9 @@ type TestResult struct {
 	List   string
 	Status TestStatus
 	Detail string // what was wrong, empty when Status is TestOK
+	// ListsEverything: the list lists the negative probe (Status is
+	// TestFailed). Its listings are ignored until it recovers.
+	ListsEverything bool
 }
 
 // Negative probes: items no sane list lists. An IP list that lists
@@ -48,22 +53,31 @@ const (
 	probeRecipient = "authbl-milter-selftest@example.invalid"
 )
 
-// SelfTest checks every list: its test point, where it has one, must be
-// listed (with TestExpect among the codes, where set), and the negative
-// probe must not be listed.
+// SelfTest checks every list: the negative probe must not be listed, and
+// the test point, where the list has one, must be listed (with TestExpect
+// among the codes, where set). It asks the servers, never a Cache, and
+// records each list's health (see List.Health).
 func (c *Checker) SelfTest(ctx context.Context) []TestResult {
-	results := make([]TestResult, len(c.lists))
-	done := make(chan struct{})
-	for i, l := range c.lists {
-		go func() {
-			results[i] = c.selfTest(ctx, l)
-			done <- struct{}{}
-		}()
-	}
-	for range c.lists {
-		<-done
-	}
+	results, _ := c.selfTestAll(ctx)
 	return results
+}
+
+// selfTestAll runs SelfTest and also returns each list's health before
+// and after.
+func (c *Checker) selfTestAll(ctx context.Context) ([]TestResult, [][2]Health) {
+	ctx = WithoutCache(ctx)
+	results := make([]TestResult, len(c.lists))
+	changes := make([][2]Health, len(c.lists))
+	var wg sync.WaitGroup
+	for i, l := range c.lists {
+		wg.Go(func() {
+			results[i] = c.selfTest(ctx, l)
+			before, after := l.setHealth(results[i], time.Now())
+			changes[i] = [2]Health{before, after}
+		})
+	}
+	wg.Wait()
+	return results, changes
 }
 
 func (c *Checker) selfTest(ctx context.Context, l *List) TestResult {
@@ -71,6 +85,22 @@ func (c *Checker) selfTest(ctx context.Context, l *List) TestResult {
 	fail := func(s TestStatus, format string, args ...any) TestResult {
 		r.Status, r.Detail = s, fmt.Sprintf(format, args...)
 		return r
+	}
+
+	// The probe first: a list that lists everything also lists its test
+	// point, and that is the finding that matters.
+	probe := probeIP
+	if l.Kind == KindRecipient {
+		probe = probeRecipient
+	}
+	a := c.query(ctx, l, probe)
+	switch a.Result {
+	case Error:
+		return fail(errorStatus(a.Err), "probe %s: %v", probe, a.Err)
+	case Listed:
+		r.ListsEverything = true
+		return fail(TestFailed, "lists %s (%s): the list answers for everything",
+			probe, a.CodesString())
 	}
 
 	if l.TestPoint != "" {
@@ -82,7 +112,7 @@ func (c *Checker) selfTest(ctx context.Context, l *List) TestResult {
 			}
 			item = n
 		}
-		a := c.Query(ctx, l, item)
+		a := c.query(ctx, l, item)
 		switch {
 		case a.Result == Error:
 			return fail(errorStatus(a.Err), "test point %s: %v", l.TestPoint, a.Err)
@@ -95,18 +125,6 @@ func (c *Checker) selfTest(ctx context.Context, l *List) TestResult {
 		}
 	}
 
-	probe := probeIP
-	if l.Kind == KindRecipient {
-		probe = probeRecipient
-	}
-	a := c.Query(ctx, l, probe)
-	switch a.Result {
-	case Error:
-		return fail(errorStatus(a.Err), "probe %s: %v", probe, a.Err)
-	case Listed:
-		return fail(TestFailed, "lists %s (%s): the list answers for everything",
-			probe, a.CodesString())
-	}
 	return r
 }
 

@@ -50,6 +50,10 @@ type rigOptions struct {
 	timeout  time.Duration
 	allow    []string
 	exempt   config.Exempt
+
+	dnsTimeout time.Duration // per DNS exchange; 0: timeout
+	dnsServers []string      // asked besides the zone server
+	cache      bool          // a lookup.Cache in front of the DNS client
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
@@ -81,9 +85,16 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dns, err := lookup.NewDNSClient([]string{z.Addr()}, o.timeout)
+	if o.dnsTimeout == 0 {
+		o.dnsTimeout = o.timeout
+	}
+	dns, err := lookup.NewDNSClient(append(o.dnsServers, z.Addr()), o.dnsTimeout)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var resolver lookup.Resolver = dns
+	if o.cache {
+		resolver = lookup.NewCache(dns, lookup.CacheOptions{Size: 1000, MaxTTL: time.Hour})
 	}
 	store, err := action.OpenSQLite(filepath.Join(t.TempDir(), "accounts.db"), action.SQLiteOptions{})
 	if err != nil {
@@ -99,7 +110,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		allow[a] = true
 	}
 	r.srv = milter.NewServer(milter.Options{
-		Checker:     lookup.NewChecker(lists, dns, log),
+		Checker:     lookup.NewChecker(lists, resolver, log),
 		Accounts:    action.NewAccounts(store, action.AccountsOptions{Log: log}),
 		Policy:      action.Policy{Mode: o.mode, TempfailOnError: o.tempfail},
 		RejectText:  rejectText,
