@@ -67,6 +67,19 @@ type Action struct {
 type DNS struct {
 	Servers []string `toml:"servers"` // host:port; empty means /etc/resolv.conf
 	Timeout Duration `toml:"timeout"` // per query
+
+	// Attempts is how many rounds over Servers one query may take.
+	Attempts int `toml:"attempts"`
+	// CacheSize is how many answers are kept in memory; 0 turns the
+	// cache off.
+	CacheSize int `toml:"cache_size"`
+	// CacheMinTTL and CacheMaxTTL bound how long an answer is kept,
+	// whatever its TTL says.
+	CacheMinTTL Duration `toml:"cache_min_ttl"`
+	CacheMaxTTL Duration `toml:"cache_max_ttl"`
+	// HealthInterval is how often every list's self-test runs in the
+	// background; 0 turns it off.
+	HealthInterval Duration `toml:"health_interval"`
 }
 
 // Abusix holds the Abusix Mail Intelligence key. When a key is set, the
@@ -89,6 +102,11 @@ type List struct {
 	TestPoint  string   `toml:"test_point"`  // an item always listed
 	TestExpect string   `toml:"test_expect"` // the code it must answer
 
+	// File is a local file in an rbldnsd format that the list is served
+	// from, instead of Zone; Format names the format.
+	File   string `toml:"file"`
+	Format string `toml:"format"`
+
 	// Secret is part of Zone that must never be shown (an API key). It is
 	// set by Load for lists built from [abusix], and by Validate for a
 	// zone of a known key-in-the-name provider; never read from the file.
@@ -106,6 +124,10 @@ type Accounts struct {
 	RedisURL string   `toml:"redis_url"`
 	TTL      Duration `toml:"ttl"`
 	Allow    []string `toml:"allow"`
+
+	// RedisPrefix starts every key in Redis, so that several sites can
+	// share one server.
+	RedisPrefix string `toml:"redis_prefix"`
 }
 
 // Log configures zap.
@@ -119,6 +141,8 @@ type Notify struct {
 	Command       []string `toml:"command"`
 	Webhook       []string `toml:"webhook"`
 	WebhookSecret string   `toml:"webhook_secret"`
+	// Timeout bounds one run of the command and one webhook request.
+	Timeout Duration `toml:"timeout"`
 }
 
 // HTTP configures the metrics and health listener.

@@ -25,6 +25,17 @@ const (
 	KindRecipient = "recipient"
 )
 
+// Values of List.Format: rbldnsd's dataset types.
+const (
+	FormatIP4Set   = "ip4set"
+	FormatIP4TSet  = "ip4tset"
+	FormatIP4Trie  = "ip4trie"
+	FormatIP6Trie  = "ip6trie"
+	FormatIP6TSet  = "ip6tset"
+	FormatDNSet    = "dnset"
+	FormatCombined = "combined"
+)
+
 // Values of Accounts.Backend.
 const (
 	BackendSQLite = "sqlite"
@@ -75,11 +86,19 @@ func Default() Config {
 		DNS: DNS{
 			Servers: []string{}, // empty: /etc/resolv.conf
 			Timeout: Duration{2 * time.Second},
+
+			Attempts:       2,
+			CacheSize:      10000,
+			CacheMinTTL:    Duration{5 * time.Second},
+			CacheMaxTTL:    Duration{time.Hour},
+			HealthInterval: Duration{5 * time.Minute},
 		},
 		Accounts: Accounts{
 			Backend: BackendSQLite,
 			Path:    "/var/lib/authbl-milter/accounts.db",
 			Allow:   []string{},
+
+			RedisPrefix: "authbl:",
 		},
 		Log: Log{
 			Level:  "info",
@@ -88,6 +107,7 @@ func Default() Config {
 		Notify: Notify{
 			Command: []string{},
 			Webhook: []string{},
+			Timeout: Duration{10 * time.Second},
 		},
 		// TODO: default HTTP.Listen to "127.0.0.1:9899" (DESIGN §5) once
 		// the metrics listener exists; until then it is off.

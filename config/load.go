@@ -261,6 +261,8 @@ func typeWant(t reflect.Type) string {
 		return `a duration such as "5s"`
 	case t.Kind() == reflect.String:
 		return "a string"
+	case t.Kind() == reflect.Int:
+		return "an integer"
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
 		return "an array of strings"
 	}

@@ -5,8 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks every value and returns all problems at once as *Errors,
@@ -114,6 +116,22 @@ func (d *DNS) check(p *problems) {
 		d.Servers[i] = norm
 	}
 	positive(p, "dns.timeout", d.Timeout)
+	if d.Attempts < 1 || d.Attempts > 10 {
+		p.add("dns.attempts", "must be from 1 to 10, got %d", d.Attempts)
+	}
+	if d.CacheSize < 0 || d.CacheSize > 10_000_000 {
+		p.add("dns.cache_size", "must be from 0 (off) to 10000000 entries, got %d", d.CacheSize)
+	}
+	if d.CacheMinTTL.Duration < 0 {
+		p.add("dns.cache_min_ttl", "must not be negative, got %s", d.CacheMinTTL.Duration)
+	}
+	if d.CacheMaxTTL.Duration < d.CacheMinTTL.Duration {
+		p.add("dns.cache_max_ttl", "must not be less than cache_min_ttl (%s), got %s",
+			d.CacheMinTTL.Duration, d.CacheMaxTTL.Duration)
+	}
+	if h := d.HealthInterval.Duration; h != 0 && h < 10*time.Second {
+		p.add("dns.health_interval", "must be 0 (off) or at least 10s, got %s", h)
+	}
 }
 
 // normServer returns a resolver address as IP:PORT, adding port 53.
@@ -143,11 +161,15 @@ func (l *List) check(p *problems, path string) {
 		l.Secret = providerKey(l.Zone)
 	}
 	switch {
-	case l.Zone == "":
-		p.add(path+".zone", "must be set")
+	case l.Zone == "" && l.File == "":
+		p.add(path+".zone", "must be set (or file, for a list served from a local file)")
+	case l.Zone != "" && l.File != "":
+		p.add(path+".file", "set either zone or file, not both")
+	case l.File != "":
 	case !validDNSName(l.Zone):
 		p.add(path+".zone", "must be a DNS name, got %q", l.DisplayZone())
 	}
+	l.checkFile(p, path)
 
 	prefixes := make([]netip.Prefix, 0, len(l.Match))
 	for i, m := range l.Match {
@@ -199,6 +221,32 @@ func (l *List) checkTest(p *problems, path string) {
 	}
 }
 
+// checkFile checks file and format: an absolute path, and a format that
+// holds what the list's kind looks up.
+func (l *List) checkFile(p *problems, path string) {
+	if l.File == "" {
+		if l.Format != "" {
+			p.add(path+".format", "is only for a list with file")
+		}
+		return
+	}
+	if !filepath.IsAbs(l.File) {
+		p.add(path+".file", "must be an absolute path, got %q", l.File)
+	}
+	formats := []string{FormatIP4Set, FormatIP4TSet, FormatIP4Trie, FormatIP6Trie, FormatIP6TSet,
+		FormatCombined}
+	if l.Kind == KindRecipient {
+		formats = []string{FormatDNSet, FormatCombined}
+	}
+	if l.Format == "" {
+		p.add(path+".format", "must be set with file: one of %s", strings.Join(formats, ", "))
+		return
+	}
+	if l.Kind == KindIP || l.Kind == KindRecipient {
+		oneOf(p, path+".format", l.Format, formats...)
+	}
+}
+
 // parseMatch parses one match entry: an IPv4 address or CIDR.
 func parseMatch(s string) (netip.Prefix, error) {
 	var pfx netip.Prefix
@@ -246,6 +294,12 @@ func (a *Accounts) check(p *problems) {
 			// The URL may hold a password: do not quote it.
 			p.add("accounts.redis_url", "must be a redis://, rediss:// or unix:// URL")
 		}
+		if a.RedisPrefix == "" || strings.IndexFunc(a.RedisPrefix, func(r rune) bool {
+			return r <= ' ' || r == 0x7f
+		}) >= 0 {
+			p.add("accounts.redis_prefix", "must be set, without spaces or control"+
+				" characters, for backend %q, got %q", BackendRedis, a.RedisPrefix)
+		}
 	}
 	if a.TTL.Duration < 0 {
 		p.add("accounts.ttl", "must not be negative, got %s", a.TTL.Duration)
@@ -273,6 +327,7 @@ func (n *Notify) check(p *problems) {
 			p.add(fmt.Sprintf("notify.webhook[%d]", i), "must be an http:// or https:// URL")
 		}
 	}
+	positive(p, "notify.timeout", n.Timeout)
 }
 
 func (h *HTTP) check(p *problems) {

@@ -112,6 +112,14 @@ func TestValidate(t *testing.T) {
 		{"redis url scheme", func(c *Config) {
 			c.Accounts.Backend, c.Accounts.RedisURL = BackendRedis, "http://:pw@redis:6379"
 		}, "accounts.redis_url", "must be a redis://"},
+		{"redis prefix empty", func(c *Config) {
+			c.Accounts.Backend, c.Accounts.RedisURL = BackendRedis, "redis://127.0.0.1:6379/0"
+			c.Accounts.RedisPrefix = ""
+		}, "accounts.redis_prefix", `must be set`},
+		{"redis prefix space", func(c *Config) {
+			c.Accounts.Backend, c.Accounts.RedisURL = BackendRedis, "unix:///run/redis.sock"
+			c.Accounts.RedisPrefix = "site a:"
+		}, "accounts.redis_prefix", `got "site a:"`},
 		{"ttl", func(c *Config) { c.Accounts.TTL.Duration = -time.Hour },
 			"accounts.ttl", "must not be negative"},
 		{"allow empty", func(c *Config) { c.Accounts.Allow = []string{"a@b", " "} },
@@ -127,6 +135,8 @@ func TestValidate(t *testing.T) {
 		{"webhook no host", func(c *Config) {
 			c.Notify.Webhook = []string{"https://h.test/", "https:///x"}
 		}, "notify.webhook[1]", "must be an http"},
+		{"notify timeout", func(c *Config) { c.Notify.Timeout.Duration = 0 },
+			"notify.timeout", "must be more than 0"},
 		{"http listen", func(c *Config) { c.HTTP.Listen = "9899" },
 			"http.listen", `want HOST:PORT or empty (off), got "9899"`},
 		{"http listen port", func(c *Config) { c.HTTP.Listen = "127.0.0.1:http" },

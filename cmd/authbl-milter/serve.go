@@ -24,9 +24,9 @@ import (
 // answers once SIGTERM or SIGINT arrived.
 const shutdownGrace = 10 * time.Second
 
-// selftestRetry is how often a list that did not answer the start-up
-// self-test is tried again.
-const selftestRetry = time.Minute
+// filePoll is how often the files of lists served from files are checked
+// for changes.
+const filePoll = 5 * time.Second
 
 func cmdServe(e *env) int {
 	if len(e.args) > 0 {
@@ -55,6 +55,8 @@ func cmdServe(e *env) int {
 	if !startupSelftest(ctx, checker, log) {
 		return exitFail
 	}
+	go checker.RunHealth(ctx, cfg.DNS.HealthInterval.Duration)
+	go checker.WatchFiles(ctx, filePoll)
 
 	store, err := openStore(cfg)
 	if err != nil {
@@ -62,15 +64,34 @@ func cmdServe(e *env) int {
 		return exitFail
 	}
 	defer store.Close()
+	action.SetRedisLogger(log.Named("redis"))
+	storeCheck(store, log)
 	accounts := action.NewAccounts(store, action.AccountsOptions{
 		TTL: cfg.Accounts.TTL.Duration, Log: log})
+	// The notifier outlives the milter server: detections of the
+	// transactions that finish during the shutdown are still notified.
+	notifier := newNotifier(cfg, store, log)
+	nctx, nstop := context.WithCancel(context.Background())
+	notified := make(chan struct{})
+	go func() {
+		notifier.Run(nctx)
+		close(notified)
+	}()
+	defer func() {
+		nstop()
+		<-notified
+	}()
 
 	ln, err := listen(cfg.Milter)
 	if err != nil {
 		log.Error("cannot listen", zap.String("listen", cfg.Milter.Listen), zap.Error(err))
 		return exitFail
 	}
-	srv := milter.NewServer(milterOptions(cfg, checker, accounts, log))
+	opts := milterOptions(cfg, checker, accounts, log)
+	if notifier.Enabled() {
+		opts.OnDetection = notifier.OnDetection
+	}
+	srv := milter.NewServer(opts)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	flushed := make(chan struct{})
@@ -103,13 +124,29 @@ func cmdServe(e *env) int {
 	return exitOK
 }
 
+// storeCheck reports an account store that does not answer at start.
+// The milter starts all the same: it follows on_error until the store is
+// back, and keeps its detections meanwhile.
+func storeCheck(store action.Store, log *zap.Logger) {
+	p, ok := store.(interface{ Ping(context.Context) error })
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Ping(ctx); err != nil {
+		log.Warn("the account store does not answer; starting all the same,"+
+			" following milter.on_error until it does", zap.Error(err))
+	}
+}
+
 // startupSelftest runs every list's self-test. A wrong answer stops the
-// start; a list that does not answer is reported and tried again in the
-// background until it does.
+// start; a list that does not answer is reported, and the health check
+// (dns.health_interval) tries it again.
 func startupSelftest(ctx context.Context, checker *lookup.Checker, log *zap.Logger) bool {
 	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ok, retry := true, false
+	ok := true
 	for _, r := range checker.SelfTest(tctx) {
 		switch r.Status {
 		case lookup.TestFailed:
@@ -117,49 +154,13 @@ func startupSelftest(ctx context.Context, checker *lookup.Checker, log *zap.Logg
 				zap.String("problem", r.Detail))
 			ok = false
 		case lookup.TestUnreachable:
-			log.Warn("list self-test got no answer; retrying in the background",
+			log.Warn("list self-test got no answer; the health check tries it again",
 				zap.String("list", r.List), zap.String("problem", r.Detail))
-			retry = true
 		default:
 			log.Info("list self-test passed", zap.String("list", r.List))
 		}
 	}
-	if ok && retry {
-		go retrySelftest(ctx, checker, log)
-	}
 	return ok
-}
-
-// retrySelftest repeats the self-test until every list answers.
-// TODO: a list that then fails keeps being used; taking a failing list out
-// of service needs the periodic health check that is not built yet.
-func retrySelftest(ctx context.Context, checker *lookup.Checker, log *zap.Logger) {
-	t := time.NewTicker(selftestRetry)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		results := checker.SelfTest(tctx)
-		cancel()
-		pending := false
-		for _, r := range results {
-			switch r.Status {
-			case lookup.TestFailed:
-				log.Error("list self-test failed", zap.String("list", r.List),
-					zap.String("problem", r.Detail))
-			case lookup.TestUnreachable:
-				pending = true
-			}
-		}
-		if !pending {
-			log.Info("every list answered its self-test")
-			return
-		}
-	}
 }
 
 // listen opens the milter socket. A unix socket left behind by an earlier

@@ -10,32 +10,70 @@ import (
 	"github.com/authbl-milter/authbl-milter/config"
 	"github.com/authbl-milter/authbl-milter/lookup"
 	"github.com/authbl-milter/authbl-milter/milter"
+	"github.com/authbl-milter/authbl-milter/notify"
 )
 
-// newChecker builds the lists and the DNS client of cfg.
+// newChecker builds the lists of cfg (reading those served from files),
+// and the DNS client with its cache for the others.
 func newChecker(cfg *config.Config, log *zap.Logger) (*lookup.Checker, error) {
 	lists, err := lookup.NewLists(cfg.Lists)
 	if err != nil {
 		return nil, err
 	}
-	dns, err := lookup.NewDNSClient(cfg.DNS.Servers, cfg.DNS.Timeout.Duration)
+	needDNS := false
+	for _, l := range lists {
+		needDNS = needDNS || l.File == ""
+	}
+	if !needDNS {
+		return lookup.NewChecker(lists, nil, log), nil
+	}
+	dns, err := lookup.NewDNSClientOptions(lookup.DNSOptions{
+		Servers:  cfg.DNS.Servers,
+		Timeout:  cfg.DNS.Timeout.Duration,
+		Attempts: cfg.DNS.Attempts,
+	})
 	if err != nil {
 		return nil, err
 	}
-	return lookup.NewChecker(lists, dns, log), nil
+	var r lookup.Resolver = dns
+	if cfg.DNS.CacheSize > 0 {
+		r = lookup.NewCache(dns, lookup.CacheOptions{
+			Size:   cfg.DNS.CacheSize,
+			MinTTL: cfg.DNS.CacheMinTTL.Duration,
+			MaxTTL: cfg.DNS.CacheMaxTTL.Duration,
+		})
+	}
+	return lookup.NewChecker(lists, r, log), nil
 }
 
 // openStore opens the account store of cfg.
 func openStore(cfg *config.Config) (action.Store, error) {
 	switch cfg.Accounts.Backend {
-	case "sqlite":
+	case config.BackendSQLite:
 		return action.OpenSQLite(cfg.Accounts.Path, action.SQLiteOptions{})
+	case config.BackendRedis:
+		return action.OpenRedis(cfg.Accounts.RedisURL,
+			action.RedisOptions{Prefix: cfg.Accounts.RedisPrefix})
 	default:
-		// TODO: the redis backend, for accounts shared by several MTAs,
-		// is not built yet; configs that ask for it are refused here.
 		return nil, fmt.Errorf("accounts.backend %q is not supported by this build",
 			cfg.Accounts.Backend)
 	}
+}
+
+// newNotifier builds the notifications of cfg; webhook notifications
+// wait in the store's outbox when it has one.
+func newNotifier(cfg *config.Config, store action.Store, log *zap.Logger) *notify.Notifier {
+	o := notify.Options{
+		Command:       cfg.Notify.Command,
+		Webhooks:      cfg.Notify.Webhook,
+		WebhookSecret: cfg.Notify.WebhookSecret,
+		Timeout:       cfg.Notify.Timeout.Duration,
+		Log:           log.Named("notify"),
+	}
+	if s, ok := store.(action.OutboxStore); ok {
+		o.Outbox = s.Outbox()
+	}
+	return notify.New(o)
 }
 
 // milterOptions turns cfg into the milter's options.
