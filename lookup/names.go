@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrBadAddress is wrapped by the errors of ParseClientAddr and
@@ -36,25 +39,26 @@ func ParseClientAddr(s string) (netip.Addr, error) {
 // publishes ip: reversed octets for IPv4, reversed nibbles for IPv6.
 func IPQueryName(ip netip.Addr, zone string) string {
 	ip = ip.Unmap()
-	var b strings.Builder
+	zone = strings.TrimSuffix(zone, ".")
+	var b []byte
 	if ip.Is4() {
+		b = make([]byte, 0, 16+len(zone)+1)
 		a := ip.As4()
 		for i := 3; i >= 0; i-- {
-			fmt.Fprintf(&b, "%d.", a[i])
+			b = strconv.AppendUint(b, uint64(a[i]), 10)
+			b = append(b, '.')
 		}
 	} else {
 		const hexdigits = "0123456789abcdef"
+		b = make([]byte, 0, 64+len(zone)+1)
 		a := ip.As16()
 		for i := 15; i >= 0; i-- {
-			b.WriteByte(hexdigits[a[i]&0xf])
-			b.WriteByte('.')
-			b.WriteByte(hexdigits[a[i]>>4])
-			b.WriteByte('.')
+			b = append(b, hexdigits[a[i]&0xf], '.', hexdigits[a[i]>>4], '.')
 		}
 	}
-	b.WriteString(strings.TrimSuffix(zone, "."))
-	b.WriteByte('.')
-	return b.String()
+	b = append(b, zone...)
+	b = append(b, '.')
+	return string(b)
 }
 
 // NormalizeRecipient returns the form of an envelope address that
@@ -73,16 +77,52 @@ func NormalizeRecipient(s string) (string, error) {
 	} else if i := unquotedSpace(t); i >= 0 {
 		t = t[:i] // "user@example.com NOTIFY=NEVER"
 	}
-	t = strings.TrimSpace(t)
-	if t == "" {
-		return "", fmt.Errorf("%w: empty recipient", ErrBadAddress)
-	}
 	for _, r := range t {
-		if r < 0x20 || r == 0x7f {
+		if unicode.IsControl(r) {
 			return "", fmt.Errorf("%w: recipient %q: control character", ErrBadAddress, clip(s))
 		}
 	}
-	return strings.ToLower(t), nil
+	t = strings.TrimSpace(t)
+	switch {
+	case t == "":
+		return "", fmt.Errorf("%w: empty recipient", ErrBadAddress)
+	case unquotedSpace(t) >= 0 || unquotedBracket(t):
+		return "", fmt.Errorf("%w: recipient %q: space or bracket outside quotes",
+			ErrBadAddress, clip(s))
+	}
+	return lower(t), nil
+}
+
+// lower lowercases an address. Bytes that are not UTF-8 (8-bit addresses
+// from old clients) are kept, lowering only ASCII, so that two different
+// addresses never become the same one.
+func lower(s string) string {
+	if utf8.ValidString(s) {
+		return strings.ToLower(s)
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+// unquotedBracket reports an angle bracket outside a quoted string.
+func unquotedBracket(s string) bool {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && quoted:
+			i++
+		case s[i] == '"':
+			quoted = !quoted
+		case (s[i] == '<' || s[i] == '>') && !quoted:
+			return true
+		}
+	}
+	return false
 }
 
 // closingBracket returns the index of the '>' that closes the '<' at the

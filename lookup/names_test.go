@@ -169,3 +169,11 @@ func TestCase7RecipientHash(t *testing.T) {
 		t.Fatalf("sha1 %s", h)
 	}
 }
+
+func TestNormalizeRecipientKeepsEightBitBytes(t *testing.T) {
+	a, errA := NormalizeRecipient("J\xf6rg@example.com")
+	b, errB := NormalizeRecipient("J\xfcrg@example.com")
+	if errA != nil || errB != nil || a == b || a != "j\xf6rg@example.com" {
+		t.Fatalf("%q %v, %q %v: distinct 8-bit addresses must stay distinct", a, errA, b, errB)
+	}
+}

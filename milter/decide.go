@@ -21,17 +21,22 @@ const grace = 500 * time.Millisecond
 func (s *session) decide() {
 	tx := s.tx
 	tx.decided = true
-	tx.inflight = true
-	s.srv.inflight.Add(1)
+	s.hold(tx)
+	start := time.Now()
 	facts := tx.collect()
 	v := action.Decide(facts, tx.opts.Policy)
 
 	isNew := false
 	if v.Detection() {
 		var err error
-		isNew, err = tx.record(v)
+		// The write gets what is left of the budget, so that the answer
+		// still comes in time when the store is slow; what it cannot take
+		// is kept in memory by Accounts.
+		budget := max(tx.opts.Timeout-time.Since(start), minRecordTime)
+		isNew, err = tx.record(v, budget)
 		if err != nil {
-			tx.log.Error("detection not stored; kept in memory and retried",
+			// Accounts logs the store's outage, once per interval.
+			tx.log.Debug("detection not stored; kept in memory and retried",
 				zap.String("reason", v.Reason), zap.String("queue_id", tx.queueID),
 				zap.Error(err))
 			if tx.opts.Policy.TempfailOnError {
@@ -58,10 +63,14 @@ func (tx *transaction) collect() action.Facts {
 	defer timer.Stop()
 	f := action.Facts{Account: tx.account, ClientIP: tx.clientIP}
 
-	if tx.ip != nil {
+	switch {
+	case tx.addrErr != nil:
+		f.IP = errorAnswers(tx.opts.Checker, lookup.KindIP, "", tx.addrErr)
+	case tx.ip != nil:
 		answers, _, ok := tx.ip.wait(timer.C)
 		if !ok {
-			answers = timedOut(tx.opts.Checker, lookup.KindIP, tx.clientIP.String())
+			answers = errorAnswers(tx.opts.Checker, lookup.KindIP, tx.clientIP.String(),
+				context.DeadlineExceeded)
 		}
 		f.IP = answers
 	}
@@ -71,7 +80,8 @@ func (tx *transaction) collect() action.Facts {
 		}
 		answers, _, ok := r.answers.wait(timer.C)
 		if !ok {
-			answers = timedOut(tx.opts.Checker, lookup.KindRecipient, r.addr)
+			answers = errorAnswers(tx.opts.Checker, lookup.KindRecipient, r.addr,
+				context.DeadlineExceeded)
 		}
 		f.Recipients = append(f.Recipients, action.RecipientFacts{Address: r.addr, Answers: answers})
 	}
@@ -87,20 +97,23 @@ func (tx *transaction) collect() action.Facts {
 	return f
 }
 
-// timedOut returns an error answer from every list of kind k.
-func timedOut(c *lookup.Checker, k lookup.Kind, item string) []lookup.Answer {
+// errorAnswers returns an error answer from every list of kind k.
+func errorAnswers(c *lookup.Checker, k lookup.Kind, item string, err error) []lookup.Answer {
 	var out []lookup.Answer
 	for _, l := range c.Lists() {
 		if l.Kind == k {
 			out = append(out, lookup.Answer{List: l.Name, Item: item,
-				Result: lookup.Error, Err: context.DeadlineExceeded})
+				Result: lookup.Error, Err: err})
 		}
 	}
 	return out
 }
 
-func (tx *transaction) record(v action.Verdict) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), tx.opts.Timeout)
+// minRecordTime is the least time given to writing a detection.
+const minRecordTime = 250 * time.Millisecond
+
+func (tx *transaction) record(v action.Verdict, budget time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	return tx.opts.Accounts.Record(ctx, action.Flag{
 		Account:   tx.account,
@@ -117,8 +130,18 @@ func (tx *transaction) record(v action.Verdict) (bool, error) {
 func (tx *transaction) logVerdict(v action.Verdict, isNew bool) {
 	elapsed := zap.Duration("elapsed", time.Since(tx.start))
 	queueID := zap.String("queue_id", tx.queueID)
-	if len(v.Failures) > 0 {
-		tx.log.Warn("lookups failed", zap.Strings("failures", v.Failures), queueID)
+	// A store failure is left to Accounts, which logs an outage once per
+	// interval rather than once per transaction.
+	var failed []string
+	for _, f := range v.Failures {
+		if strings.HasPrefix(f, action.StoreFailurePrefix) {
+			tx.log.Debug("account store not read", zap.String("failure", f), queueID)
+			continue
+		}
+		failed = append(failed, f)
+	}
+	if len(failed) > 0 {
+		tx.log.Warn("lookups failed", zap.Strings("failures", failed), queueID)
 	}
 	if v.Compromised {
 		tx.log.Info("account compromised",

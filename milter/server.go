@@ -93,12 +93,11 @@ type Detection struct {
 // Server serves milter connections.
 type Server struct {
 	opts   atomic.Pointer[Options]
-	lib    *gomilter.Server
 	connID atomic.Uint64
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	conns     map[net.Conn]struct{}
+	conns     map[*conn]struct{}
 	// inflight counts transactions being decided, or decided and waiting
 	// for the end of the message to be quarantined: those whose answer
 	// shutdown waits for.
@@ -110,20 +109,14 @@ type Server struct {
 
 // NewServer returns a server with the given options.
 func NewServer(o Options) *Server {
-	s := &Server{conns: make(map[net.Conn]struct{})}
+	s := &Server{conns: make(map[*conn]struct{})}
 	s.SetOptions(o)
-	s.lib = &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return newSession(s) },
-		Actions:   gomilter.OptQuarantine | gomilter.OptSetSymList,
-		Protocol:  gomilter.OptNoHeaders | gomilter.OptNoBody,
-		SymList:   symList,
-	}
 	return s
 }
 
 // symList asks for the macros each stage needs. MAIL FROM gets the client
-// address again because the library forgets the connect stage after any
-// final answer; Sendmail uses an end-of-message list only when an
+// address again so that each transaction stands on its own, whatever the
+// MTA did before; Sendmail uses an end-of-message list only when an
 // end-of-headers list is asked for too.
 var symList = map[gomilter.Stage][]string{
 	gomilter.StageConnect:  {"{client_addr}", "{client_name}", "j"},
@@ -153,15 +146,42 @@ func (s *Server) Options() *Options { return s.opts.Load() }
 
 // Serve accepts milter connections on ln until Close or Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	tl := &trackingListener{Listener: ln, s: s}
 	s.mu.Lock()
-	s.listeners = append(s.listeners, tl)
-	s.mu.Unlock()
-	err := s.lib.Serve(tl)
 	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
 		return ErrServerClosed
 	}
-	return err
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// Out of file descriptors and the like: wait, as
+				// net/http does, rather than spin or give up.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.Options().Log.Warn("accept failed; retrying", zap.Error(err),
+					zap.Duration("backoff", backoff))
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.serveConn(c)
+	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
 }
 
 // ErrServerClosed is returned by Serve after Close or Shutdown.
@@ -171,7 +191,7 @@ var ErrServerClosed = errors.New("milter: server closed")
 func (s *Server) Close() error {
 	err := s.closeListeners()
 	s.mu.Lock()
-	conns := make([]net.Conn, 0, len(s.conns))
+	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
@@ -182,12 +202,11 @@ func (s *Server) Close() error {
 	return err
 }
 
-// closeListeners stops accepting. The library's own Close is not used: it
-// sets an unsynchronised flag that its Serve reads.
+// closeListeners stops accepting.
 func (s *Server) closeListeners() error {
-	s.closing.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closing.Store(true)
 	var first error
 	for _, ln := range s.listeners {
 		if err := ln.Close(); err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
@@ -215,38 +234,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.Close()
 	return err
-}
-
-// trackingListener remembers the connections it accepted, so that
-// shutdown can close them: the library only closes its listeners.
-type trackingListener struct {
-	net.Listener
-	s *Server
-}
-
-func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, s: l.s}
-	l.s.mu.Lock()
-	l.s.conns[tc] = struct{}{}
-	l.s.mu.Unlock()
-	return tc, nil
-}
-
-type trackedConn struct {
-	net.Conn
-	s    *Server
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.s.mu.Lock()
-		delete(c.s.conns, c)
-		c.s.mu.Unlock()
-	})
-	return c.Conn.Close()
 }

@@ -28,7 +28,8 @@ type session struct {
 	clientName string
 	helo       string
 
-	tx *transaction
+	tx   *transaction
+	live atomic.Pointer[transaction] // tx, for connClosed
 }
 
 // transaction is one authenticated MAIL FROM ... end-of-message sequence.
@@ -55,7 +56,8 @@ type transaction struct {
 
 	decided  bool
 	verdict  action.Verdict
-	inflight bool // counted in the server's in-flight transactions
+	inflight atomic.Bool // counted in the server's in-flight transactions
+	addrErr  error       // the client address could not be known
 }
 
 type rcptLookup struct {
@@ -150,16 +152,24 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	}
 	if a := m.Macros["{client_addr}"]; a != "" {
 		ip, err := lookup.ParseClientAddr(a)
-		if err != nil {
-			s.log.Warn("unusable {client_addr} macro", zap.Error(err))
+		switch {
+		case err == nil:
+			tx.clientIP = ip
+		case s.clientIP.IsValid():
+			// The connect event of this same connection is not stale.
+			s.log.Warn("unusable {client_addr} macro; using the connect address",
+				zap.String("client_ip", s.clientIP.String()), zap.Error(err))
+		default:
+			tx.addrErr = err
 		}
-		tx.clientIP = ip // invalid when unusable: better no IP than a stale one
 	}
 	tx.log = s.log.With(zap.String("account", account))
 	tx.ctx, tx.cancel = context.WithCancel(lookup.WithLogger(context.Background(), tx.log))
-	s.tx = tx
+	s.setTx(tx)
 
 	switch {
+	case tx.addrErr != nil:
+		// Counted as a failed IP lookup, so that on_error applies.
 	case !tx.clientIP.IsValid():
 		s.log.Warn("client address unknown; the IP check is skipped" +
 			" (the MTA sent no usable {client_addr})")
@@ -227,7 +237,9 @@ func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 		return gomilter.RespAccept, nil
 	}
 	tx.noteQueueID(m)
-	s.decide()
+	if !tx.decided { // an MTA may repeat end of headers
+		s.decide()
+	}
 	return s.respond(false)
 }
 
@@ -262,6 +274,12 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 	return nil
 }
 
+// setTx makes tx the current transaction.
+func (s *session) setTx(tx *transaction) {
+	s.tx = tx
+	s.live.Store(tx)
+}
+
 // endTransaction cancels what the current transaction still has running.
 func (s *session) endTransaction() {
 	tx := s.tx
@@ -270,12 +288,28 @@ func (s *session) endTransaction() {
 	}
 	tx.cancel()
 	s.release(tx)
-	s.tx = nil
+	s.setTx(nil)
+}
+
+// connClosed ends the transaction of a connection that closed. It may run
+// on another goroutine than the callbacks, so it touches only what is
+// safe for that.
+func (s *session) connClosed() {
+	if tx := s.live.Load(); tx != nil {
+		tx.cancel()
+		s.release(tx)
+	}
+}
+
+// hold counts tx among the transactions that shutdown waits for.
+func (s *session) hold(tx *transaction) {
+	if tx.inflight.CompareAndSwap(false, true) {
+		s.srv.inflight.Add(1)
+	}
 }
 
 func (s *session) release(tx *transaction) {
-	if tx.inflight {
-		tx.inflight = false
+	if tx.inflight.CompareAndSwap(true, false) {
 		s.srv.inflight.Add(-1)
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"go.uber.org/zap"
 
@@ -190,8 +192,9 @@ func accountsList(ctx context.Context, e *env, store action.Store) int {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	for _, f := range flags {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", f.Account, f.Reason, dash(f.List),
-			dash(f.ClientIP), dash(f.Recipient), f.FlaggedAt.UTC().Format(time.RFC3339), f.Hits)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", dash(f.Account), f.Reason,
+			dash(f.List), dash(f.ClientIP), dash(f.Recipient),
+			f.FlaggedAt.UTC().Format(time.RFC3339), f.Hits)
 	}
 	return exitOK
 }
@@ -213,7 +216,7 @@ func accountsShow(ctx context.Context, e *env, store action.Store, account strin
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 1, ' ', 0)
 	defer tw.Flush()
 	for _, kv := range [][2]string{
-		{"account", f.Account}, {"reason", f.Reason}, {"list", dash(f.List)},
+		{"account", dash(f.Account)}, {"reason", f.Reason}, {"list", dash(f.List)},
 		{"client_ip", dash(f.ClientIP)}, {"recipient", dash(f.Recipient)},
 		{"queue_id", dash(f.QueueID)},
 		{"flagged_at", f.FlaggedAt.UTC().Format(time.RFC3339)},
@@ -225,9 +228,15 @@ func accountsShow(ctx context.Context, e *env, store action.Store, account strin
 	return exitOK
 }
 
+// dash prints a stored value for people: "-" when empty, and quoted when
+// it holds anything but printable characters, since logins and recipients
+// come from SMTP clients and could otherwise forge lines of the output.
 func dash(s string) string {
-	if s == "" {
+	switch {
+	case s == "":
 		return "-"
+	case strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }):
+		return strconv.Quote(s)
 	}
 	return s
 }

@@ -232,3 +232,12 @@ func TestUsageAndVersion(t *testing.T) {
 		t.Fatalf("bad flag: %d", code)
 	}
 }
+
+func TestAccountsListQuotesHostileNames(t *testing.T) {
+	cfg, _ := testConfig(t, "")
+	cli(t, "accounts", "flag", "evil\nforged@example.com 1 2", "-config", cfg)
+	_, out, _ := cli(t, "accounts", "list", "-config", cfg)
+	if strings.Count(out, "\n") != 1 || !strings.HasPrefix(out, `"evil\nforged@example.com 1 2"`) {
+		t.Fatalf("list output %q", out)
+	}
+}
