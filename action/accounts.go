@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,6 +40,7 @@ type Accounts struct {
 	lastLog  time.Time // when it was last logged
 	failures int       // failed calls since then
 	lastErr  error
+	errors   atomic.Uint64 // failed store calls, for metrics
 }
 
 // DefaultOutageLogInterval is how often, at most, a store outage is
@@ -195,6 +197,9 @@ func (a *Accounts) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// StoreErrors returns how many store calls have failed so far.
+func (a *Accounts) StoreErrors() uint64 { return a.errors.Load() }
+
 // StoreDown reports whether the last call to the store failed.
 func (a *Accounts) StoreDown() bool {
 	down, _ := a.isDown()
@@ -214,6 +219,9 @@ func (a *Accounts) isDown() (bool, error) {
 func (a *Accounts) note(err error) {
 	if errors.Is(err, context.Canceled) {
 		return
+	}
+	if err != nil {
+		a.errors.Add(1)
 	}
 	now := a.now()
 	a.hmu.Lock()

@@ -46,7 +46,7 @@ func TestDefault(t *testing.T) {
 		{"accounts.ttl", c.Accounts.TTL.String(), "0s"},
 		{"log.level", c.Log.Level, "info"},
 		{"log.format", c.Log.Format, "json"},
-		{"http.listen", c.HTTP.Listen, ""},
+		{"http.listen", c.HTTP.Listen, "127.0.0.1:9899"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {

@@ -109,9 +109,7 @@ func Default() Config {
 			Webhook: []string{},
 			Timeout: Duration{10 * time.Second},
 		},
-		// TODO: default HTTP.Listen to "127.0.0.1:9899" (DESIGN §5) once
-		// the metrics listener exists; until then it is off.
-		HTTP: HTTP{Listen: ""},
+		HTTP: HTTP{Listen: "127.0.0.1:9899"}, // loopback; "" turns it off
 		Exempt: Exempt{
 			ClientNetworks: []string{},
 			Recipients:     []string{},

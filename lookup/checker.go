@@ -14,6 +14,14 @@ type Checker struct {
 	lists    []*List
 	resolver Resolver
 	log      *zap.Logger
+	observe  func(list string, r Result, d time.Duration)
+}
+
+// SetObserver makes the checker report every lookup, with its list, its
+// result and how long it took (for metrics). Call it before the first
+// lookup; f must be quick and safe for concurrent use.
+func (c *Checker) SetObserver(f func(list string, r Result, d time.Duration)) {
+	c.observe = f
 }
 
 // NewChecker returns a Checker over lists. Lists with a source of their
@@ -90,9 +98,13 @@ func (c *Checker) logger(ctx context.Context) *zap.Logger {
 // self-test found listing everything is returned as an error wrapping
 // ErrListOutOfService: it never counts, and follows on_error.
 func (c *Checker) Query(ctx context.Context, l *List, item string) Answer {
+	start := time.Now()
 	a := c.query(ctx, l, item)
 	if a.Result == Listed && l.listsEverything() {
 		outOfService(&a)
+	}
+	if c.observe != nil {
+		c.observe(l.Name, a.Result, time.Since(start))
 	}
 	return a
 }

@@ -1,8 +1,11 @@
-// Package metrics defines every Prometheus metric of authbl-milter, in
-// this one file, under the prefix authbl_milter_, and serves them with
-// the health endpoints. The other packages do not import Prometheus: they
-// report through small hooks (functions and interfaces of their own) that
-// the command wires to the methods here.
+// Package metrics defines the Prometheus metrics of authbl-milter, under
+// the prefix authbl_milter_, and serves them with the health endpoints.
+// The other packages do not import Prometheus: they report through small
+// hooks of their own (an observer, counters read at scrape time) that the
+// command wires to the methods here. The metrics whose values are read
+// from their owners at scrape time (cache, list health, notifications,
+// store) are registered by the command with CounterFunc, GaugeFunc and
+// their Vec forms; the README lists them all.
 package metrics
 
 import (
@@ -24,9 +27,6 @@ type Metrics struct {
 	lookupSeconds *prometheus.HistogramVec
 	detections    *prometheus.CounterVec
 	actions       *prometheus.CounterVec
-	notifications *prometheus.CounterVec
-	listHealthy   *prometheus.GaugeVec
-	storeErrors   *prometheus.CounterVec
 }
 
 // New creates the collectors on a registry of their own, with the Go
@@ -67,27 +67,9 @@ func New() *Metrics {
 			Namespace: namespace, Name: "actions_total",
 			Help: "Actions taken on mail from compromised accounts.",
 		}, []string{"action"}),
-		// authbl_milter_notifications_total counts notifications by channel
-		// (command, webhook) and result (ok, failed, retry).
-		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "notifications_total",
-			Help: "Notifications of new detections by channel and result.",
-		}, []string{"channel", "result"}),
-		// authbl_milter_list_healthy is 1 while a list passes its
-		// self-test, 0 while it fails or does not answer.
-		listHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: namespace, Name: "list_healthy",
-			Help: "1 while the list passes its self-test, else 0.",
-		}, []string{"list"}),
-		// authbl_milter_store_errors_total counts failed account store
-		// operations by operation (get, put, flush).
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace, Name: "store_errors_total",
-			Help: "Failed account store operations.",
-		}, []string{"op"}),
 	}
 	m.Registry.MustRegister(m.transactions, m.lookups, m.lookupSeconds, m.detections,
-		m.actions, m.notifications, m.listHealthy, m.storeErrors,
+		m.actions,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -109,25 +91,6 @@ func (m *Metrics) Lookup(list, result string, d time.Duration) {
 func (m *Metrics) Detection(reason string, isNew bool, action string) {
 	m.detections.WithLabelValues(reason, strconv.FormatBool(isNew)).Inc()
 	m.actions.WithLabelValues(action).Inc()
-}
-
-// Notification counts a notification attempt's result.
-func (m *Metrics) Notification(channel, result string) {
-	m.notifications.WithLabelValues(channel, result).Inc()
-}
-
-// ListHealth sets a list's health.
-func (m *Metrics) ListHealth(list string, healthy bool) {
-	v := 0.0
-	if healthy {
-		v = 1
-	}
-	m.listHealthy.WithLabelValues(list).Set(v)
-}
-
-// StoreError counts a failed store operation.
-func (m *Metrics) StoreError(op string) {
-	m.storeErrors.WithLabelValues(op).Inc()
 }
 
 // CounterFunc registers a counter whose value f reads from elsewhere, such

@@ -28,9 +28,13 @@ func TestEndpoints(t *testing.T) {
 	m.Transaction("reject")
 	m.Lookup("authbl", "listed", 3*time.Millisecond)
 	m.Detection("ip", true, "reject")
-	m.Notification("webhook", "ok")
-	m.ListHealth("authbl", true)
-	m.StoreError("put")
+	m.CounterVecFunc("notifications_total", "Notifications.", []string{"channel", "result"},
+		func() []Sample { return []Sample{{Labels: []string{"webhook", "ok"}, Value: 1}} })
+	m.GaugeVecFunc("list_healthy", "Health.", []string{"list"},
+		func() []Sample {
+			return []Sample{{Labels: []string{"authbl"}, Value: 1}, {Labels: []string{"x", "bad"}}}
+		})
+	m.CounterFunc("store_errors_total", "Store errors.", func() float64 { return 1 })
 	hits := 41.0
 	m.CounterFunc("cache_hits_total", "Cache hits.", func() float64 { return hits + 1 })
 
@@ -54,7 +58,7 @@ func TestEndpoints(t *testing.T) {
 		`authbl_milter_actions_total{action="reject"} 1`,
 		`authbl_milter_notifications_total{channel="webhook",result="ok"} 1`,
 		`authbl_milter_list_healthy{list="authbl"} 1`,
-		`authbl_milter_store_errors_total{op="put"} 1`,
+		`authbl_milter_store_errors_total 1`,
 		`authbl_milter_cache_hits_total 42`,
 		`go_goroutines`,
 	} {

@@ -8,7 +8,10 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"reflect"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,7 +20,9 @@ import (
 	"github.com/authbl-milter/authbl-milter/action"
 	"github.com/authbl-milter/authbl-milter/config"
 	"github.com/authbl-milter/authbl-milter/lookup"
+	"github.com/authbl-milter/authbl-milter/metrics"
 	"github.com/authbl-milter/authbl-milter/milter"
+	"github.com/authbl-milter/authbl-milter/notify"
 )
 
 // shutdownGrace is how long transactions in flight may take to get their
@@ -37,7 +42,7 @@ func cmdServe(e *env) int {
 	if !ok {
 		return exitError
 	}
-	log, _, err := newLogger(cfg.Log, e.stderr)
+	log, level, err := newLogger(cfg.Log, e.stderr)
 	if err != nil {
 		e.errorf("%v", err)
 		return exitError
@@ -45,36 +50,65 @@ func cmdServe(e *env) int {
 	defer log.Sync()
 	zap.RedirectStdLog(log.Named("go-milter"))
 
-	checker, err := newChecker(cfg, log)
-	if err != nil {
-		log.Error("cannot start", zap.Error(err))
-		return exitFail
-	}
+	d := &daemon{path: e.configPath, cfg: cfg, log: log, level: level, metrics: metrics.New()}
+	return d.run()
+}
+
+// daemon is a running serve command: what a reload replaces and what it
+// keeps.
+type daemon struct {
+	path    string
+	cfg     *config.Config // the configuration in force
+	log     *zap.Logger
+	level   zap.AtomicLevel
+	metrics *metrics.Metrics
+
+	lists     atomic.Pointer[listSet]
+	accounts  *action.Accounts
+	notifier  *notify.Notifier
+	srv       *milter.Server
+	listening atomic.Bool
+}
+
+// listSet is a generation of lists: the checker and its background work
+// (health checks, file reloads), which a reload replaces whole.
+type listSet struct {
+	checker *lookup.Checker
+	stop    context.CancelFunc
+}
+
+func (d *daemon) run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if !startupSelftest(ctx, checker, log) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	ls, err := d.startLists(ctx, d.cfg)
+	if err != nil {
+		d.log.Error("cannot start", zap.Error(err))
 		return exitFail
 	}
-	go checker.RunHealth(ctx, cfg.DNS.HealthInterval.Duration)
-	go checker.WatchFiles(ctx, filePoll)
+	d.lists.Store(ls)
+	defer func() { d.lists.Load().stop() }()
 
-	store, err := openStore(cfg)
+	store, err := openStore(d.cfg)
 	if err != nil {
-		log.Error("cannot open the account store", zap.Error(err))
+		d.log.Error("cannot open the account store", zap.Error(err))
 		return exitFail
 	}
 	defer store.Close()
-	action.SetRedisLogger(log.Named("redis"))
-	storeCheck(store, log)
-	accounts := action.NewAccounts(store, action.AccountsOptions{
-		TTL: cfg.Accounts.TTL.Duration, Log: log})
+	action.SetRedisLogger(d.log.Named("redis"))
+	storeCheck(store, d.log)
+	d.accounts = action.NewAccounts(store, action.AccountsOptions{
+		TTL: d.cfg.Accounts.TTL.Duration, Log: d.log})
 	// The notifier outlives the milter server: detections of the
 	// transactions that finish during the shutdown are still notified.
-	notifier := newNotifier(cfg, store, log)
+	d.notifier = newNotifier(d.cfg, store, d.log)
 	nctx, nstop := context.WithCancel(context.Background())
 	notified := make(chan struct{})
 	go func() {
-		notifier.Run(nctx)
+		d.notifier.Run(nctx)
 		close(notified)
 	}()
 	defer func() {
@@ -82,46 +116,237 @@ func cmdServe(e *env) int {
 		<-notified
 	}()
 
-	ln, err := listen(cfg.Milter)
+	ln, err := listen(d.cfg.Milter)
 	if err != nil {
-		log.Error("cannot listen", zap.String("listen", cfg.Milter.Listen), zap.Error(err))
+		d.log.Error("cannot listen", zap.String("listen", d.cfg.Milter.Listen), zap.Error(err))
 		return exitFail
 	}
-	opts := milterOptions(cfg, checker, accounts, log)
-	if notifier.Enabled() {
-		opts.OnDetection = notifier.OnDetection
+	d.srv = milter.NewServer(d.options(d.cfg, ls.checker))
+	d.registerMetrics()
+	if hs := d.startHTTP(); hs != nil {
+		defer hs.Shutdown(context.Background())
 	}
-	srv := milter.NewServer(opts)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- d.srv.Serve(ln) }()
+	d.listening.Store(true)
 	flushed := make(chan struct{})
 	go func() {
-		accounts.Run(ctx, 10*time.Second)
+		d.accounts.Run(ctx, 10*time.Second)
 		close(flushed)
 	}()
-	log.Info("listening", zap.String("listen", cfg.Milter.Listen),
-		zap.String("version", versionString()), zap.Int("lists", len(checker.Lists())))
+	d.log.Info("listening", zap.String("listen", d.cfg.Milter.Listen),
+		zap.String("version", versionString()), zap.Int("lists", len(ls.checker.Lists())))
 
-	select {
-	case err := <-served:
-		log.Error("milter server stopped", zap.Error(err))
-		stop()
-		<-flushed
-		return exitFail
-	case <-ctx.Done():
+	for {
+		select {
+		case err := <-served:
+			d.listening.Store(false)
+			d.log.Error("milter server stopped", zap.Error(err))
+			stop()
+			<-flushed
+			return exitFail
+		case <-hup:
+			d.reload(ctx)
+			continue
+		case <-ctx.Done():
+		}
+		break
 	}
-	log.Info("shutting down", zap.Duration("grace", shutdownGrace))
+	d.log.Info("shutting down", zap.Duration("grace", shutdownGrace))
+	d.listening.Store(false)
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("transactions still open at the end of the grace period", zap.Error(err))
+	if err := d.srv.Shutdown(sctx); err != nil {
+		d.log.Warn("transactions still open at the end of the grace period", zap.Error(err))
 	}
 	if err := <-served; err != nil && !errors.Is(err, milter.ErrServerClosed) {
-		log.Warn("milter server", zap.Error(err))
+		d.log.Warn("milter server", zap.Error(err))
 	}
 	<-flushed
-	log.Info("stopped")
+	d.log.Info("stopped")
 	return exitOK
+}
+
+// startLists builds the lists of cfg, runs their self-test, and starts
+// their health checks and file reloads.
+func (d *daemon) startLists(ctx context.Context, cfg *config.Config) (*listSet, error) {
+	checker, err := newChecker(cfg, d.log)
+	if err != nil {
+		return nil, err
+	}
+	checker.SetObserver(func(list string, r lookup.Result, took time.Duration) {
+		d.metrics.Lookup(list, r.String(), took)
+	})
+	if !startupSelftest(ctx, checker, d.log) {
+		return nil, errors.New("a list failed its self-test")
+	}
+	lctx, stop := context.WithCancel(ctx)
+	go checker.RunHealth(lctx, cfg.DNS.HealthInterval.Duration)
+	go checker.WatchFiles(lctx, filePoll)
+	return &listSet{checker: checker, stop: stop}, nil
+}
+
+// options builds the milter's options from cfg and the current lists.
+func (d *daemon) options(cfg *config.Config, checker *lookup.Checker) milter.Options {
+	o := milterOptions(cfg, checker, d.accounts, d.log)
+	o.Observer = d.metrics
+	if d.notifier.Enabled() {
+		o.OnDetection = d.notifier.OnDetection
+	}
+	return o
+}
+
+// reload reads the configuration again on SIGHUP. Lists, DNS, the action,
+// on_error and the timeout, allowed accounts, exemptions and the log
+// level take effect for transactions that start from then on. A file with
+// errors, or lists that fail their self-test, are refused and the running
+// configuration kept. Keys that only a restart can change are reported.
+func (d *daemon) reload(ctx context.Context) {
+	d.log.Info("reloading the configuration", zap.String("config", d.path))
+	cfg, err := config.Load(d.path)
+	if err != nil {
+		d.log.Error("reload refused: the configuration has errors; the running one is kept",
+			zap.Error(err))
+		return
+	}
+	ls, err := d.startLists(ctx, cfg)
+	if err != nil {
+		d.log.Error("reload refused; the running configuration is kept", zap.Error(err))
+		return
+	}
+	for _, key := range keepUntilRestart(d.cfg, cfg) {
+		d.log.Warn("changed setting needs a restart to take effect", zap.String("key", key))
+	}
+	if lvl, err := zap.ParseAtomicLevel(cfg.Log.Level); err == nil {
+		d.level.SetLevel(lvl.Level())
+	}
+
+	d.srv.SetOptions(d.options(cfg, ls.checker))
+	d.lists.Swap(ls).stop()
+	d.cfg = cfg
+	d.log.Info("configuration reloaded", zap.Int("lists", len(ls.checker.Lists())))
+}
+
+// keepUntilRestart returns the keys whose new values only a restart
+// applies, and sets them in next back to the running values, so that the
+// configuration in force stays true to what runs.
+func keepUntilRestart(running, next *config.Config) []string {
+	var changed []string
+	keep := func(key string, differ bool, restore func()) {
+		if differ {
+			changed = append(changed, key)
+			restore()
+		}
+	}
+	keep("milter.listen", running.Milter.Listen != next.Milter.Listen,
+		func() { next.Milter.Listen = running.Milter.Listen })
+	keep("milter.socket_mode", running.Milter.SocketMode != next.Milter.SocketMode,
+		func() { next.Milter.SocketMode = running.Milter.SocketMode })
+	keep("milter.socket_group", running.Milter.SocketGroup != next.Milter.SocketGroup,
+		func() { next.Milter.SocketGroup = running.Milter.SocketGroup })
+	keep("accounts", !reflect.DeepEqual(storeKeys(running), storeKeys(next)),
+		func() { restoreStoreKeys(running, next) })
+	keep("log.format", running.Log.Format != next.Log.Format,
+		func() { next.Log.Format = running.Log.Format })
+	keep("notify", !reflect.DeepEqual(running.Notify, next.Notify),
+		func() { next.Notify = running.Notify })
+	keep("http.listen", running.HTTP.Listen != next.HTTP.Listen,
+		func() { next.HTTP.Listen = running.HTTP.Listen })
+	return changed
+}
+
+// storeKeys are the [accounts] keys fixed at start: all but allow.
+func storeKeys(c *config.Config) config.Accounts {
+	a := c.Accounts
+	a.Allow = nil
+	return a
+}
+
+func restoreStoreKeys(running, next *config.Config) {
+	allow := next.Accounts.Allow
+	next.Accounts = running.Accounts
+	next.Accounts.Allow = allow
+}
+
+// registerMetrics registers the metrics read at scrape time from their
+// owners.
+func (d *daemon) registerMetrics() {
+	m := d.metrics
+	cache := func(f func(lookup.CacheStats) uint64) func() float64 {
+		return func() float64 {
+			st, _ := d.lists.Load().checker.CacheStats()
+			return float64(f(st))
+		}
+	}
+	// The cache counters restart from zero when a reload replaces the
+	// cache; Prometheus' rate() treats that as a counter reset.
+	m.CounterFunc("cache_hits_total", "Lookups answered from the cache.",
+		cache(func(s lookup.CacheStats) uint64 { return s.Hits }))
+	m.CounterFunc("cache_misses_total", "Lookups not in the cache, so asked.",
+		cache(func(s lookup.CacheStats) uint64 { return s.Misses }))
+	m.GaugeVecFunc("list_healthy", "1 while the list passes its self-test, else 0.",
+		[]string{"list", "state"}, func() []metrics.Sample {
+			var out []metrics.Sample
+			for _, h := range d.lists.Load().checker.Health() {
+				v := 0.0
+				if h.State == lookup.HealthOK {
+					v = 1
+				}
+				out = append(out, metrics.Sample{Labels: []string{h.List, h.State.String()}, Value: v})
+			}
+			return out
+		})
+	m.CounterVecFunc("notifications_total",
+		"Notifications of new detections by channel and result.",
+		[]string{"channel", "result"}, func() []metrics.Sample {
+			st := d.notifier.Stats()
+			return []metrics.Sample{
+				{Labels: []string{"command", "ok"}, Value: float64(st.CommandsRun - st.CommandsFailed)},
+				{Labels: []string{"command", "failed"}, Value: float64(st.CommandsFailed)},
+				{Labels: []string{"command", "dropped"}, Value: float64(st.CommandsDropped)},
+				{Labels: []string{"webhook", "delivered"}, Value: float64(st.WebhooksDelivered)},
+				{Labels: []string{"webhook", "failed_attempt"}, Value: float64(st.WebhooksFailed)},
+				{Labels: []string{"webhook", "abandoned"}, Value: float64(st.WebhooksAbandoned)},
+			}
+		})
+	m.CounterFunc("store_errors_total", "Failed account store calls.",
+		func() float64 { return float64(d.accounts.StoreErrors()) })
+	m.GaugeFunc("pending_detections", "Detections waiting for the account store.",
+		func() float64 { return float64(d.accounts.Pending()) })
+}
+
+// startHTTP serves /metrics, /healthz and /readyz on http.listen. A
+// listener that cannot be opened is logged, not fatal: mail goes on.
+func (d *daemon) startHTTP() *metrics.Server {
+	if d.cfg.HTTP.Listen == "" {
+		return nil
+	}
+	hs, err := metrics.Listen(d.cfg.HTTP.Listen, metrics.Handler(d.metrics, d.ready), d.log)
+	if err != nil {
+		d.log.Error("cannot listen for metrics and health; serving mail without them",
+			zap.String("listen", d.cfg.HTTP.Listen), zap.Error(err))
+		return nil
+	}
+	d.log.Info("metrics and health on http", zap.String("listen", hs.Addr()))
+	return hs
+}
+
+// ready is the /readyz check: the milter listens and every list passed
+// its latest self-test.
+func (d *daemon) ready() error {
+	if !d.listening.Load() {
+		return errors.New("the milter is not listening")
+	}
+	var bad []string
+	for _, h := range d.lists.Load().checker.Health() {
+		if h.State != lookup.HealthOK {
+			bad = append(bad, fmt.Sprintf("list %s: %s %s", h.List, h.State, h.Detail))
+		}
+	}
+	if len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 // storeCheck reports an account store that does not answer at start.
