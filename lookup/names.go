@@ -111,48 +111,33 @@ func lower(s string) string {
 
 // unquotedBracket reports an angle bracket outside a quoted string.
 func unquotedBracket(s string) bool {
-	quoted := false
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && quoted:
-			i++
-		case s[i] == '"':
-			quoted = !quoted
-		case (s[i] == '<' || s[i] == '>') && !quoted:
-			return true
-		}
-	}
-	return false
+	return indexUnquoted(s, 0, func(c byte) bool { return c == '<' || c == '>' }) >= 0
 }
 
 // closingBracket returns the index of the '>' that closes the '<' at the
 // start of s, skipping quoted strings, or -1.
 func closingBracket(s string) int {
-	quoted := false
-	for i := 1; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && quoted:
-			i++
-		case s[i] == '"':
-			quoted = !quoted
-		case s[i] == '>' && !quoted:
-			return i
-		}
-	}
-	return -1
+	return indexUnquoted(s, 1, func(c byte) bool { return c == '>' })
 }
 
 // unquotedSpace returns the index of the first space or tab outside a
 // quoted string, or -1.
 func unquotedSpace(s string) int {
+	return indexUnquoted(s, 0, func(c byte) bool { return c == ' ' || c == '\t' })
+}
+
+// indexUnquoted returns the index of the first byte from start on that is
+// outside a quoted string (with backslash escapes inside it) and matches,
+// or -1.
+func indexUnquoted(s string, start int, match func(byte) bool) int {
 	quoted := false
-	for i := 0; i < len(s); i++ {
+	for i := start; i < len(s); i++ {
 		switch {
 		case s[i] == '\\' && quoted:
 			i++
 		case s[i] == '"':
 			quoted = !quoted
-		case (s[i] == ' ' || s[i] == '\t') && !quoted:
+		case !quoted && match(s[i]):
 			return i
 		}
 	}

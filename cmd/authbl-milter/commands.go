@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authbl-milter/authbl-milter/action"
+	"github.com/authbl-milter/authbl-milter/config"
 	"github.com/authbl-milter/authbl-milter/lookup"
 )
 
@@ -23,13 +24,8 @@ func cmdCheck(e *env) int {
 		e.errorf("check needs at least one IP address or email address")
 		return exitError
 	}
-	cfg, ok := e.loadConfig()
+	cfg, checker, ok := e.checker()
 	if !ok {
-		return exitError
-	}
-	checker, err := newChecker(cfg, zap.NewNop())
-	if err != nil {
-		e.errorf("%v", err)
 		return exitError
 	}
 
@@ -67,6 +63,21 @@ func cmdCheck(e *env) int {
 	return code
 }
 
+// checker loads the configuration and builds its lists, printing what
+// went wrong.
+func (e *env) checker() (*config.Config, *lookup.Checker, bool) {
+	cfg, ok := e.loadConfig()
+	if !ok {
+		return nil, nil, false
+	}
+	checker, err := newChecker(cfg, zap.NewNop())
+	if err != nil {
+		e.errorf("%v", err)
+		return nil, nil, false
+	}
+	return cfg, checker, true
+}
+
 // classifyItem tells an IP address from an email address.
 func classifyItem(item string) (lookup.Kind, string, error) {
 	if ip, err := lookup.ParseClientAddr(item); err == nil {
@@ -81,13 +92,8 @@ func classifyItem(item string) (lookup.Kind, string, error) {
 
 // cmdSelftest runs every list's self-test and prints one line per list.
 func cmdSelftest(e *env) int {
-	cfg, ok := e.loadConfig()
+	_, checker, ok := e.checker()
 	if !ok {
-		return exitError
-	}
-	checker, err := newChecker(cfg, zap.NewNop())
-	if err != nil {
-		e.errorf("%v", err)
 		return exitError
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
