@@ -86,6 +86,9 @@ type SQLiteStore struct {
 	// honouring their contexts, instead of polling SQLite's busy
 	// handler; the busy timeout then only covers other processes.
 	wlock chan struct{}
+	// get is Get's statement, prepared once: preparing it for every call
+	// was most of a read's cost.
+	get *sql.Stmt
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -120,6 +123,12 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 	if err := s.migrate(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite store: open %s: %w", abs, err)
+	}
+	s.get, err = db.Prepare(`SELECT ` + sqliteColumns + ` FROM flags WHERE account = ? AND ` +
+		sqliteLive)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite store: open %s: prepare: %w", abs, err)
 	}
 	return s, nil
 }
@@ -218,9 +227,7 @@ func (s *SQLiteStore) Path() string { return s.path }
 // Get returns the flag of account, or ErrNotFound when it is not
 // flagged or its flag has expired.
 func (s *SQLiteStore) Get(ctx context.Context, account string) (Flag, error) {
-	row := s.db.QueryRowContext(ctx,
-		`SELECT `+sqliteColumns+` FROM flags WHERE account = ? AND `+sqliteLive,
-		sqliteAccount(account), sqliteTime(s.now()))
+	row := s.get.QueryRowContext(ctx, sqliteAccount(account), sqliteTime(s.now()))
 	f, err := scanSQLiteFlag(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Flag{}, ErrNotFound
@@ -354,6 +361,7 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 
 // Close closes the database. Calls after Close fail.
 func (s *SQLiteStore) Close() error {
+	s.get.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("sqlite store: close: %w", err)
 	}
