@@ -22,7 +22,7 @@ type Flag struct {
 	QueueID   string    // the MTA's queue id, when known
 	FlaggedAt time.Time // first detection
 	LastSeen  time.Time // latest detection or flagged transaction
-	Hits      int       // detections and flagged transactions so far
+	Hits      int       // detections (and manual flags) so far
 	ExpiresAt time.Time // zero: until released
 }
 

@@ -61,7 +61,7 @@ func (l loader) abusixKey(a Abusix, p *problems) string {
 }
 
 // abusixLists returns the two Abusix lists for key, valid and complete.
-// The codes are the ones Abusix documents (DESIGN §2): authbl answers
+// The codes are the ones Abusix documents: authbl answers
 // 127.0.0.4 for a listing, and its test point 127.0.0.2 always answers so.
 func abusixLists(key string) []List {
 	return []List{

@@ -39,7 +39,8 @@ type Milter struct {
 	// OnError is "accept" or "tempfail": what a transaction gets when a
 	// lookup or the account store fails.
 	OnError string `toml:"on_error"`
-	// Timeout bounds all lookups of one transaction together.
+	// Timeout bounds each lookup of a transaction from its start, and so
+	// the wait for them at end of headers.
 	Timeout Duration `toml:"timeout"`
 	// SocketMode is the octal permission of a unix socket ("0660").
 	SocketMode string `toml:"socket_mode"`

@@ -69,7 +69,7 @@ type milter struct {
 	proc   *process
 }
 
-// configTOML is the test config; the keys are those of DESIGN §5.
+// configTOML is the test config; its keys are in config.toml.example.
 const configTOML = `# written by the authbl-milter integration tests
 [milter]
 listen = "inet:%s"
@@ -176,7 +176,7 @@ func (m *milter) stop(t *testing.T) {
 }
 
 // cli runs an authbl-milter subcommand with this milter's config; the
-// -config flag goes last, as DESIGN §4 writes it.
+// -config flag goes last, as the README writes it.
 func (m *milter) cli(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	args = append(args, "-config", m.config)

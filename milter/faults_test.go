@@ -17,7 +17,7 @@ import (
 // through the milter protocol. None may count as a listing. A failed
 // lookup follows milter.on_error; an answer that is no listing (an error
 // code, an address outside 127/8) lets the mail continue and is logged as
-// a warning, as DESIGN.md and the field cases say.
+// a warning, as the README and the field cases say.
 
 // wantOnError checks the answer a transaction gets when lookups failed.
 func wantOnError(t *testing.T, res mtasim.Result, tempfail bool) {

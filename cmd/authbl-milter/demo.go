@@ -135,17 +135,12 @@ func demo(out io.Writer) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	flags, err := store.List(ctx)
-	if err != nil {
-		return err
+	fmt.Fprintln(out, "\nauthbl-milter accounts list (account, reason, list, client IP,"+
+		" recipient, flagged at, hits):")
+	var listErr bytes.Buffer
+	if accountsList(ctx, &env{stdout: out, stderr: &listErr}, store) != exitOK {
+		return fmt.Errorf("accounts list: %s", strings.TrimSpace(listErr.String()))
 	}
-	fmt.Fprintln(out, "\nflagged accounts, as 'authbl-milter accounts list' shows them:")
-	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	for _, f := range flags {
-		fmt.Fprintf(tw, "  %s\treason=%s\tlist=%s\tclient_ip=%s\trecipient=%s\n",
-			f.Account, f.Reason, f.List, dash(f.ClientIP), dash(f.Recipient))
-	}
-	tw.Flush()
 
 	log.Sync()
 	fmt.Fprintln(out, "\ndetections and warnings from the milter's JSON log:")

@@ -202,7 +202,7 @@ func TestDemoRuns(t *testing.T) {
 		"550 5.7.1 (reject)",
 		`"reason":"flagged"`,
 		`"reason":"recipient"`,
-		"reason=ip",
+		"carol@example.com  ip         demo-authbl",
 		"127.255.255.254",
 	}
 	for _, w := range want {
