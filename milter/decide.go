@@ -85,6 +85,12 @@ func (tx *transaction) collect() action.Facts {
 		}
 		f.Recipients = append(f.Recipients, action.RecipientFacts{Address: r.addr, Answers: answers})
 	}
+	// A recipient that could not be read was not checked: a failed
+	// lookup, so that on_error applies.
+	for _, err := range tx.badRcpts {
+		f.Recipients = append(f.Recipients, action.RecipientFacts{
+			Answers: errorAnswers(tx.opts.Checker, lookup.KindRecipient, "", err)})
+	}
 	flag, err, ok := tx.flag.wait(timer.C)
 	switch {
 	case !ok:

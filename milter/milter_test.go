@@ -501,3 +501,19 @@ func validExempt(e *config.Exempt) error {
 	*e = c.Exempt
 	return nil
 }
+
+func TestUnreadableRecipientFollowsOnError(t *testing.T) {
+	for _, tempfail := range []bool{false, true} {
+		r := newRig(t, rigOptions{tempfail: tempfail})
+		res := r.send(authTx("a@example.com", "198.51.100.1", "x@example.org", "<a\x01b@example.org>"))
+		if tempfail && res.SMTPCode != 451 {
+			t.Fatalf("tempfail: got %q, want 451", res)
+		}
+		if !tempfail {
+			wantAccept(t, res)
+		}
+		if r.logs.FilterMessage("lookups failed").Len() != 1 {
+			t.Fatal("the unread recipient was not logged as a failure")
+		}
+	}
+}

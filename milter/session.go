@@ -48,11 +48,11 @@ type transaction struct {
 	sender     string
 	queueID    string
 
-	ip      *pending[[]lookup.Answer]
-	flag    *pending[*action.Flag]
-	rcpts   []*rcptLookup
-	seen    map[string]bool
-	badRcpt int
+	ip       *pending[[]lookup.Answer]
+	flag     *pending[*action.Flag]
+	rcpts    []*rcptLookup
+	seen     map[string]bool
+	badRcpts []error // recipients that could not be normalised
 
 	decided  bool
 	verdict  action.Verdict
@@ -202,7 +202,7 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 
 	addr, err := lookup.NormalizeRecipient(rcpt)
 	if err != nil {
-		tx.badRcpt++
+		tx.badRcpts = append(tx.badRcpts, err)
 		tx.log.Warn("recipient not looked up", zap.Error(err))
 		return gomilter.RespContinue, nil
 	}
