@@ -198,16 +198,7 @@ func quarantineReason(tx *transaction) string {
 	if v.List != "" {
 		r += ", list " + v.List
 	}
-	return printable(r + ")")
-}
-
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return -1
-		}
-		return r
-	}, s)
+	return action.StripControl(r + ")")
 }
 
 func ipString(tx *transaction) string {

@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/authbl-milter/authbl-milter/action"
 	"github.com/authbl-milter/authbl-milter/milter"
@@ -92,16 +91,10 @@ func (e Event) clean() Event {
 	return e
 }
 
-// Clean returns s without control characters (C0, DEL, C1, and the
-// Unicode line and paragraph separators), with invalid UTF-8 replaced by
-// U+FFFD, cut to at most max bytes on a character boundary.
+// Clean returns s as action.StripControl does, cut to at most max bytes
+// on a character boundary.
 func Clean(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
-			return -1
-		}
-		return r
-	}, strings.ToValidUTF8(s, "\uFFFD"))
+	s = action.StripControl(s)
 	if len(s) <= max {
 		return s
 	}
