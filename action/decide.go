@@ -76,12 +76,6 @@ type Facts struct {
 	StoreErr   error // the store could not be read
 }
 
-// StoreFailurePrefix starts the entry of Verdict.Failures that tells of
-// a failed store read. Accounts logs a store outage itself, once per
-// interval, so callers may leave that entry out of their per-transaction
-// lines.
-const StoreFailurePrefix = "account store: "
-
 // Match is one listing found in the facts.
 type Match struct {
 	Reason    string // ReasonIP or ReasonRecipient
@@ -99,9 +93,11 @@ type Verdict struct {
 	Recipient   string // the dropbox, for ReasonRecipient
 	Matches     []Match
 	Outcome     Outcome
-	// Failures describes each lookup or store read that failed. A
-	// verdict with failures and no listing followed the on_error policy.
+	// Failures describes each lookup that failed, and StoreErr a failed
+	// read of the account store. A verdict with either and no listing
+	// followed the on_error policy.
 	Failures []string
+	StoreErr error
 }
 
 // Detection reports whether the verdict found a listing, as opposed to
@@ -121,9 +117,7 @@ func Decide(f Facts, p Policy) Verdict {
 			v.note(a, ReasonRecipient, r.Address)
 		}
 	}
-	if f.StoreErr != nil {
-		v.Failures = append(v.Failures, StoreFailurePrefix+f.StoreErr.Error())
-	}
+	v.StoreErr = f.StoreErr
 
 	switch {
 	case len(v.Matches) > 0:
@@ -140,7 +134,7 @@ func Decide(f Facts, p Policy) Verdict {
 		v.Outcome = Accept
 	case v.Compromised:
 		v.Outcome = Reject
-	case len(v.Failures) > 0 && p.TempfailOnError:
+	case (len(v.Failures) > 0 || v.StoreErr != nil) && p.TempfailOnError:
 		v.Outcome = Tempfail
 	default:
 		v.Outcome = Accept

@@ -2,7 +2,6 @@ package milter
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -138,16 +137,11 @@ func (tx *transaction) logVerdict(v action.Verdict, isNew bool) {
 	queueID := zap.String("queue_id", tx.queueID)
 	// A store failure is left to Accounts, which logs an outage once per
 	// interval rather than once per transaction.
-	var failed []string
-	for _, f := range v.Failures {
-		if strings.HasPrefix(f, action.StoreFailurePrefix) {
-			tx.log.Debug("account store not read", zap.String("failure", f), queueID)
-			continue
-		}
-		failed = append(failed, f)
+	if v.StoreErr != nil {
+		tx.log.Debug("account store not read", zap.Error(v.StoreErr), queueID)
 	}
-	if len(failed) > 0 {
-		tx.log.Warn("lookups failed", zap.Strings("failures", failed), queueID)
+	if len(v.Failures) > 0 {
+		tx.log.Warn("lookups failed", zap.Strings("failures", v.Failures), queueID)
 	}
 	if v.Compromised {
 		tx.log.Info("account compromised",
