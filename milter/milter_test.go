@@ -56,14 +56,11 @@ type rigOptions struct {
 	cache      bool          // a lookup.Cache in front of the DNS client
 }
 
-func newRig(t *testing.T, o rigOptions) *rig {
+// newZones starts a zone server that lists listedIP and listedIPv6 on
+// the IP list, answers an error code for errorIP, and lists dropbox on the
+// recipient list; it returns the lists to query it.
+func newZones(t *testing.T) (*zoneserver.Server, []*lookup.List) {
 	t.Helper()
-	if o.mode == "" {
-		o.mode = action.ModeReject
-	}
-	if o.timeout == 0 {
-		o.timeout = 2 * time.Second
-	}
 	z := zoneserver.New()
 	for _, err := range []error{
 		z.AddIP(ipZone, listedIP, "127.0.0.4"),
@@ -77,7 +74,6 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		}
 	}
 	t.Cleanup(func() { z.Close() })
-
 	lists, err := lookup.NewLists([]config.List{
 		{Name: "authbl", Kind: "ip", Zone: ipZone},
 		{Name: "authbl-rcpt", Kind: "recipient", Zone: rcptZone},
@@ -85,6 +81,18 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return z, lists
+}
+
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	if o.mode == "" {
+		o.mode = action.ModeReject
+	}
+	if o.timeout == 0 {
+		o.timeout = 2 * time.Second
+	}
+	z, lists := newZones(t)
 	if o.dnsTimeout == 0 {
 		o.dnsTimeout = o.timeout
 	}

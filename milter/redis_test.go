@@ -12,7 +12,6 @@ import (
 
 	"github.com/authbl-milter/authbl-milter/action"
 	"github.com/authbl-milter/authbl-milter/action/redistest"
-	"github.com/authbl-milter/authbl-milter/config"
 	"github.com/authbl-milter/authbl-milter/lookup"
 	"github.com/authbl-milter/authbl-milter/lookup/zoneserver"
 	"github.com/authbl-milter/authbl-milter/milter"
@@ -33,31 +32,6 @@ type redisNodeOptions struct {
 	tempfail    bool
 	timeout     time.Duration
 	logInterval time.Duration
-}
-
-// newZones starts a zone server that lists listedIP on the IP list and
-// dropbox on the recipient list, and returns the lists to query it.
-func newZones(t *testing.T) (*zoneserver.Server, []*lookup.List) {
-	t.Helper()
-	z := zoneserver.New()
-	for _, err := range []error{
-		z.AddIP(ipZone, listedIP, "127.0.0.4"),
-		z.AddRecipient(rcptZone, dropbox, "127.0.0.2"),
-		z.Start("127.0.0.1:0"),
-	} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { z.Close() })
-	lists, err := lookup.NewLists([]config.List{
-		{Name: "authbl", Kind: "ip", Zone: ipZone},
-		{Name: "authbl-rcpt", Kind: "recipient", Zone: rcptZone},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return z, lists
 }
 
 func newRedisNode(t *testing.T, z *zoneserver.Server, lists []*lookup.List, redisURL string,
