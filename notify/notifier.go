@@ -366,12 +366,13 @@ func (n *Notifier) deliver(ctx context.Context, box action.Outbox, e action.Outb
 	log := n.log.With(zap.String("id", e.ID), zap.String("url", redactURL(e.Target)),
 		zap.Int("attempt", e.Attempts+1))
 	if !n.targets[e.Target] {
-		n.count(func(s *Stats) { s.WebhooksAbandoned++ })
 		log.Warn("webhook notification dropped: its URL is no longer configured")
 		if err := box.Done(bctx, e.ID); err != nil {
 			log.Warn("dropped webhook notification not removed from the outbox",
 				zap.Error(err))
 		}
+		// Counted once the outbox says so too.
+		n.count(func(s *Stats) { s.WebhooksAbandoned++ })
 		return
 	}
 
@@ -379,12 +380,12 @@ func (n *Notifier) deliver(ctx context.Context, box action.Outbox, e action.Outb
 
 	switch {
 	case err == nil:
-		n.count(func(s *Stats) { s.WebhooksDelivered++ })
 		log.Info("webhook notification delivered")
 		if err := box.Done(bctx, e.ID); err != nil {
 			log.Warn("delivered webhook notification not removed from the outbox;"+
 				" it may be sent again", zap.Error(err))
 		}
+		n.count(func(s *Stats) { s.WebhooksDelivered++ })
 		return
 	case ctx.Err() != nil:
 		// Shutting down: not the receiver's fault, no attempt counted.
@@ -397,13 +398,13 @@ func (n *Notifier) deliver(ctx context.Context, box action.Outbox, e action.Outb
 	e.LastError = err.Error()
 	var perm permanentError
 	if errors.As(err, &perm) || e.Attempts >= n.o.MaxAttempts {
-		n.count(func(s *Stats) { s.WebhooksAbandoned++ })
 		log.Error("webhook notification given up", zap.Error(err),
 			zap.Bool("permanent", errors.As(err, &perm)))
 		if err := box.Done(bctx, e.ID); err != nil {
 			log.Warn("abandoned webhook notification not removed from the outbox",
 				zap.Error(err))
 		}
+		n.count(func(s *Stats) { s.WebhooksAbandoned++ })
 		return
 	}
 	wait := n.o.Backoff(e.Attempts)
