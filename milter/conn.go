@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -45,6 +46,12 @@ type conn struct {
 
 	once sync.Once
 
+	// in buffers what the MTA sends: the library reads each packet in two
+	// unbuffered reads (its length, then the rest), and an MTA sends a
+	// command's macros and the command itself back to back, so one read
+	// from the socket usually carries what would otherwise take four.
+	in *bufio.Reader
+
 	// The packet framing as seen so far, to refuse oversized packets
 	// before the library allocates them. Only the session's goroutine
 	// reads.
@@ -56,6 +63,7 @@ type conn struct {
 // serveConn starts serving one accepted connection.
 func (s *Server) serveConn(nc net.Conn) {
 	c := &conn{Conn: nc, srv: s}
+	c.in = bufio.NewReaderSize(socketReader{c}, readBuffer)
 	c.sess = newSession(s)
 	c.ln = newOneConnListener(c)
 	s.mu.Lock()
@@ -71,15 +79,30 @@ func (s *Server) serveConn(nc net.Conn) {
 	go lib.Serve(c.ln)
 }
 
-// Read reads from the MTA with a deadline, and refuses a packet whose
-// declared length exceeds maxFrame before the library sees it.
-func (c *conn) Read(p []byte) (int, error) {
+// readBuffer is the size of a connection's read buffer: a few ordinary
+// packets, so that a larger one is read in a few calls.
+const readBuffer = 4 << 10
+
+// socketReader reads from the socket under the deadline that fits the
+// framing seen so far: the rest of a packet must come within
+// frameTimeout, the next packet within idleTimeout.
+type socketReader struct{ c *conn }
+
+func (r socketReader) Read(p []byte) (int, error) {
+	c := r.c
 	if c.pending > 0 || c.have > 0 {
 		c.SetReadDeadline(time.Now().Add(frameTimeout))
 	} else {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
 	}
-	n, err := c.Conn.Read(p)
+	return c.Conn.Read(p)
+}
+
+// Read hands the library what the MTA sent, through the read buffer, and
+// refuses a packet whose declared length exceeds maxFrame before the
+// library sees it.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.in.Read(p)
 	for _, b := range p[:n] {
 		if c.pending > 0 {
 			c.pending--
