@@ -101,6 +101,37 @@ func skipCache(ctx context.Context) bool {
 	return v
 }
 
+// Peek implements Peeker: it returns a name's answer when the cache holds
+// it and it has not expired, counting a hit. A name it does not hold is
+// not counted: the LookupA that follows counts the miss. The Reply's A
+// slice is shared with the cache: callers must not modify it.
+func (c *Cache) Peek(name string) (Reply, bool) {
+	key := strings.ToLower(dns.Fqdn(name))
+	c.mu.Lock()
+	r, ok := c.hit(key, c.opts.Now())
+	c.mu.Unlock()
+	return r, ok
+}
+
+// hit returns the unexpired answer for key, counting a hit, and forgets
+// an expired one. c.mu must be held.
+func (c *Cache) hit(key string, now time.Time) (Reply, bool) {
+	el, ok := c.items[key]
+	if !ok {
+		return Reply{}, false
+	}
+	e := el.Value.(*cacheEntry)
+	if !now.Before(e.expires) {
+		c.remove(el)
+		return Reply{}, false
+	}
+	c.lru.MoveToFront(el)
+	c.hits.Add(1)
+	r := e.reply
+	r.TTL = uint32(e.expires.Sub(now) / time.Second)
+	return r, true
+}
+
 // LookupA implements Resolver. The Reply's A slice is shared with the
 // cache: callers must not modify it.
 func (c *Cache) LookupA(ctx context.Context, name string) (Reply, error) {
@@ -108,20 +139,11 @@ func (c *Cache) LookupA(ctx context.Context, name string) (Reply, error) {
 		return c.next.LookupA(ctx, name)
 	}
 	key := strings.ToLower(dns.Fqdn(name))
-	now := c.opts.Now()
 
 	c.mu.Lock()
-	if el, ok := c.items[key]; ok {
-		e := el.Value.(*cacheEntry)
-		if now.Before(e.expires) {
-			c.lru.MoveToFront(el)
-			r := e.reply
-			c.mu.Unlock()
-			c.hits.Add(1)
-			r.TTL = uint32(e.expires.Sub(now) / time.Second)
-			return r, nil
-		}
-		c.remove(el)
+	if r, ok := c.hit(key, c.opts.Now()); ok {
+		c.mu.Unlock()
+		return r, nil
 	}
 	c.misses.Add(1)
 	f, ok := c.flights[key]

@@ -59,24 +59,26 @@ func (c *Checker) HasKind(k Kind) bool {
 // Check asks every list of kind k about item (an IP address, or a
 // normalised recipient) and returns one answer per list, in list order.
 // It returns when all lists have answered or ctx is done.
+// Unlike Start, it asks every list, whatever its cache holds; a context
+// made by WithoutCache bypasses the cache entirely.
 func (c *Checker) Check(ctx context.Context, k Kind, item string) []Answer {
+	lists := c.ofKind(k)
+	lk := &Lookup{c: c, item: item, lists: lists, answers: make([]Answer, len(lists))}
+	for i := range lists {
+		lk.todo = append(lk.todo, i)
+	}
+	return lk.Wait(ctx)
+}
+
+// ofKind returns the lists of kind k, in order.
+func (c *Checker) ofKind(k Kind) []*List {
 	var lists []*List
 	for _, l := range c.lists {
 		if l.Kind == k {
 			lists = append(lists, l)
 		}
 	}
-	answers := make([]Answer, len(lists))
-	if len(lists) == 1 { // the common case: no goroutine needed
-		answers[0] = c.Query(ctx, lists[0], item)
-		return answers
-	}
-	var wg sync.WaitGroup
-	for i, l := range lists {
-		wg.Go(func() { answers[i] = c.Query(ctx, l, item) })
-	}
-	wg.Wait()
-	return answers
+	return lists
 }
 
 type loggerKey struct{}
@@ -94,23 +96,112 @@ func (c *Checker) logger(ctx context.Context) *zap.Logger {
 	return c.log
 }
 
+// Lookup is one item being checked against every list of its kind, as
+// started by Checker.Start: the lists that held their answer in memory
+// have answered, the others are asked by Wait.
+type Lookup struct {
+	c       *Checker
+	item    string
+	lists   []*List
+	answers []Answer
+	todo    []int // indexes of the lists still to ask
+}
+
+// Start checks item against every list of kind k that holds its answer
+// already (in the cache, or in a local file), at once and without a
+// goroutine; Wait asks the others. Those lookups log through log, or the
+// checker's logger when log is nil.
+func (c *Checker) Start(k Kind, item string, log *zap.Logger) *Lookup {
+	if log == nil {
+		log = c.log
+	}
+	lk := &Lookup{c: c, item: item, lists: c.ofKind(k)}
+	lk.answers = make([]Answer, len(lk.lists))
+	for i, l := range lk.lists {
+		if !c.peek(&lk.answers[i], l, item, log) {
+			lk.todo = append(lk.todo, i)
+		}
+	}
+	return lk
+}
+
+// Ready reports whether every list has answered, so that Wait would
+// return at once.
+func (lk *Lookup) Ready() bool { return len(lk.todo) == 0 }
+
+// Wait asks the lists that have not answered yet, in parallel, and
+// returns one answer per list, in list order. It returns when all lists
+// have answered or ctx is done.
+func (lk *Lookup) Wait(ctx context.Context) []Answer {
+	switch len(lk.todo) {
+	case 0:
+	case 1: // the common case: no goroutine needed
+		i := lk.todo[0]
+		lk.answers[i] = lk.c.Query(ctx, lk.lists[i], lk.item)
+	default:
+		var wg sync.WaitGroup
+		for _, i := range lk.todo {
+			wg.Go(func() { lk.answers[i] = lk.c.Query(ctx, lk.lists[i], lk.item) })
+		}
+		wg.Wait()
+	}
+	lk.todo = nil
+	return lk.answers
+}
+
+// peek answers a from memory when list l's source can, and reports
+// whether it did.
+func (c *Checker) peek(a *Answer, l *List, item string, log *zap.Logger) bool {
+	p, ok := c.source(l).(Peeker)
+	if !ok {
+		return false
+	}
+	start := time.Now()
+	name, err := l.QueryName(item)
+	if err != nil {
+		return false // left to Query, which reports it
+	}
+	reply, ok := p.Peek(name)
+	if !ok {
+		return false
+	}
+	*a = Answer{List: l.Name, Item: item}
+	c.classify(a, l, name, reply, nil, start, log)
+	c.finish(a, l, start)
+	return true
+}
+
 // Query asks one list about one item. A listing from a list that the
 // self-test found listing everything is returned as an error wrapping
 // ErrListOutOfService: it never counts, and follows on_error.
 func (c *Checker) Query(ctx context.Context, l *List, item string) Answer {
 	start := time.Now()
 	a := c.query(ctx, l, item)
+	c.finish(&a, l, start)
+	return a
+}
+
+// finish applies the self-test's verdict on the list and reports the
+// lookup to the observer.
+func (c *Checker) finish(a *Answer, l *List, start time.Time) {
 	if a.Result == Listed && l.listsEverything() {
-		outOfService(&a)
+		outOfService(a)
 	}
 	if c.observe != nil {
 		c.observe(l.Name, a.Result, time.Since(start))
 	}
-	return a
 }
 
-// query asks one list about one item, through the list's own source (a
-// local file) or the checker's resolver.
+// source is where list l is asked: its own source (a local file) or the
+// checker's resolver.
+func (c *Checker) source(l *List) Resolver {
+	if l.source != nil {
+		return l.source
+	}
+	return c.resolver
+}
+
+// query asks one list about one item.
 func (c *Checker) query(ctx context.Context, l *List, item string) Answer {
 	a := Answer{List: l.Name, Item: item}
 	name, err := l.QueryName(item)
@@ -118,17 +209,19 @@ func (c *Checker) query(ctx context.Context, l *List, item string) Answer {
 		a.Err = err
 		return a
 	}
-
-	r := c.resolver
-	if l.source != nil {
-		r = l.source
-	}
 	start := time.Now()
-	reply, err := r.LookupA(ctx, name)
+	reply, err := c.source(l).LookupA(ctx, name)
+	c.classify(&a, l, name, reply, err, start, c.logger(ctx))
+	return a
+}
+
+// classify turns the reply to the query name of a into its result, and
+// logs it.
+func (c *Checker) classify(a *Answer, l *List, name string, reply Reply, err error,
+	start time.Time, log *zap.Logger) {
 	a.Result, a.Err = l.Classify(reply, err)
 	a.Codes = reply.A
 
-	log := c.logger(ctx)
 	if ce := log.Check(zapcore.DebugLevel, "lookup"); ce != nil {
 		ce.Write(zap.String("list", l.Name),
 			zap.String("query", l.Redact(name)),
@@ -140,10 +233,9 @@ func (c *Checker) query(ctx context.Context, l *List, item string) Answer {
 	if a.Result == Unexpected {
 		log.Warn("list answered a code outside its match set; not a listing",
 			zap.String("list", l.Name),
-			zap.String("item", item),
+			zap.String("item", a.Item),
 			zap.String("codes", a.CodesString()))
 	}
-	return a
 }
 
 type stringer func() string

@@ -32,6 +32,15 @@ type Resolver interface {
 	LookupA(ctx context.Context, name string) (Reply, error)
 }
 
+// A Peeker is a Resolver that can tell, without waiting, whether it holds
+// the answer for a name already: a cache, or a list served from memory.
+// Peek returns that answer and true, or false when answering would mean
+// asking a server. It never blocks.
+type Peeker interface {
+	Resolver
+	Peek(name string) (Reply, bool)
+}
+
 // ErrNoServers is returned when no DNS server is configured or found.
 var ErrNoServers = errors.New("no DNS servers")
 

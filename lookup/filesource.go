@@ -95,14 +95,25 @@ func (s *FileSource) LookupA(ctx context.Context, name string) (Reply, error) {
 	if err := ctx.Err(); err != nil {
 		return Reply{}, fmt.Errorf("zonefile: %w", scrub(err))
 	}
+	r, _ := s.Peek(name)
+	return r, nil
+}
+
+// Peek implements Peeker: a file is served from memory, so every name has
+// its answer at once.
+func (s *FileSource) Peek(name string) (Reply, bool) {
+	return s.answer(name), true
+}
+
+func (s *FileSource) answer(name string) Reply {
 	name = strings.ToLower(dns.Fqdn(name))
 	rel, ok := strings.CutSuffix(name, s.suffix)
 	if !ok {
-		return Reply{Rcode: dns.RcodeRefused}, nil
+		return Reply{Rcode: dns.RcodeRefused}
 	}
 	vals := s.data.Load().zone.Query(rel)
 	if len(vals) == 0 {
-		return Reply{Rcode: dns.RcodeNameError}, nil
+		return Reply{Rcode: dns.RcodeNameError}
 	}
 	out := Reply{Rcode: dns.RcodeSuccess, A: make([]netip.Addr, 0, len(vals))}
 	for _, v := range vals {
@@ -110,7 +121,7 @@ func (s *FileSource) LookupA(ctx context.Context, name string) (Reply, error) {
 			out.A = append(out.A, v.A)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // Info describes the data in use.

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/authbl-milter/authbl-milter/action"
 	"github.com/authbl-milter/authbl-milter/lookup/zoneserver"
 	"github.com/authbl-milter/authbl-milter/milter/mtasim"
 )
@@ -206,5 +207,26 @@ func TestCachedAnswersServeRepeatTransactions(t *testing.T) {
 	st, ok := r.srv.Options().Checker.CacheStats()
 	if !ok || st.Hits != 4 || st.Misses != 2 {
 		t.Fatalf("cache stats %+v, %v; want 4 hits and 2 misses", st, ok)
+	}
+}
+
+// TestCachedListingsStillReject: answers taken from the cache, without a
+// lookup goroutine, decide as answers from the DNS do: a listed client
+// and a dropbox reject new accounts without asking again.
+func TestCachedListingsStillReject(t *testing.T) {
+	r := newRig(t, rigOptions{cache: true})
+	wantReject(t, r.send(authTx("first@example.com", listedIP, "x@example.org")))
+	wantReject(t, r.send(authTx("second@example.com", "198.51.100.2", dropbox)))
+	asked := len(r.zones.Queries())
+
+	wantReject(t, r.send(authTx("third@example.com", listedIP, "x@example.org")))
+	res := r.send(authTx("fourth@example.com", "198.51.100.2", "x@example.org", dropbox))
+	wantReject(t, res)
+	if n := len(r.zones.Queries()); n != asked {
+		t.Fatalf("%d DNS queries for answers the cache holds, want none", n-asked)
+	}
+	f, ok := r.flagged("fourth@example.com")
+	if !ok || f.Reason != action.ReasonRecipient || f.Recipient != dropbox {
+		t.Fatalf("flag %+v, %v; want a dropbox detection", f, ok)
 	}
 }

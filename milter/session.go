@@ -72,6 +72,18 @@ type pending[T any] struct {
 	err  error
 }
 
+// settled is the done channel of every value that was known at once.
+var settled = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// known returns a pending value that is already there.
+func known[T any](v T) *pending[T] {
+	return &pending[T]{done: settled, val: v}
+}
+
 func startPending[T any](f func() (T, error)) *pending[T] {
 	p := &pending[T]{done: make(chan struct{})}
 	go func() {
@@ -177,12 +189,7 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 		tx.log.Debug("client network exempt from the IP check",
 			zap.String("client_ip", tx.clientIP.String()))
 	case opts.Checker.HasKind(lookup.KindIP):
-		ip := tx.clientIP.String()
-		tx.ip = startPending(func() ([]lookup.Answer, error) {
-			ctx, cancel := context.WithTimeout(tx.ctx, opts.Timeout)
-			defer cancel()
-			return opts.Checker.Check(ctx, lookup.KindIP, ip), nil
-		})
+		tx.ip = tx.check(lookup.KindIP, tx.clientIP.String())
 	}
 	tx.flag = startPending(func() (*action.Flag, error) {
 		ctx, cancel := context.WithTimeout(tx.ctx, opts.Timeout)
@@ -190,6 +197,21 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 		return opts.Accounts.Lookup(ctx, account)
 	})
 	return gomilter.RespContinue, nil
+}
+
+// check starts the lookups of item on the lists of kind k. Answers held
+// in memory (the cache, a local file) are taken at once; only a lookup
+// that must ask a DNS server gets a goroutine, and milter.timeout.
+func (tx *transaction) check(k lookup.Kind, item string) *pending[[]lookup.Answer] {
+	lk := tx.opts.Checker.Start(k, item, tx.log)
+	if lk.Ready() {
+		return known(lk.Wait(tx.ctx))
+	}
+	return startPending(func() ([]lookup.Answer, error) {
+		ctx, cancel := context.WithTimeout(tx.ctx, tx.opts.Timeout)
+		defer cancel()
+		return lk.Wait(ctx), nil
+	})
 }
 
 // RcptTo starts the lookup of one recipient.
@@ -215,11 +237,7 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 	if tx.opts.Exempt.RecipientExempt(addr) {
 		tx.log.Debug("recipient exempt", zap.String("recipient", addr))
 	} else if tx.opts.Checker.HasKind(lookup.KindRecipient) {
-		r.answers = startPending(func() ([]lookup.Answer, error) {
-			ctx, cancel := context.WithTimeout(tx.ctx, tx.opts.Timeout)
-			defer cancel()
-			return tx.opts.Checker.Check(ctx, lookup.KindRecipient, addr), nil
-		})
+		r.answers = tx.check(lookup.KindRecipient, addr)
 	}
 	tx.rcpts = append(tx.rcpts, r)
 	return gomilter.RespContinue, nil
