@@ -309,18 +309,36 @@ func benchSQLiteStore(b *testing.B, n int) *SQLiteStore {
 	return s
 }
 
+// BenchmarkSQLiteGet reads flags, half of them missing as most logins are
+// not flagged; "deadline" reads with a context that has one, as the
+// milter's reads do.
 func BenchmarkSQLiteGet(b *testing.B) {
 	const n = 1000
 	s := benchSQLiteStore(b, n)
-	ctx := context.Background()
-	i := 0
-	for b.Loop() {
-		// Every other lookup misses, as most logins are not flagged.
-		account := fmt.Sprintf("user%d@example.com", i%(2*n))
-		if _, err := s.Get(ctx, account); err != nil && !errors.Is(err, ErrNotFound) {
-			b.Fatal(err)
-		}
-		i++
+	for _, tc := range []struct {
+		name string
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"background", func() (context.Context, context.CancelFunc) {
+			return context.Background(), func() {}
+		}},
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), time.Minute)
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				account := fmt.Sprintf("user%d@example.com", i%(2*n))
+				ctx, cancel := tc.ctx()
+				if _, err := s.Get(ctx, account); err != nil && !errors.Is(err, ErrNotFound) {
+					b.Fatal(err)
+				}
+				cancel()
+				i++
+			}
+		})
 	}
 }
 
