@@ -101,6 +101,32 @@ func (a *Accounts) Lookup(ctx context.Context, account string) (*Flag, error) {
 	return &f, nil
 }
 
+// Peek returns the flag of account, or nil when it is not flagged, when
+// that is known without waiting: a detection waiting to be written, or a
+// store that answers from memory (a Peeker). It returns false when
+// Lookup must ask the store.
+func (a *Accounts) Peek(account string) (*Flag, bool) {
+	account = strings.ToLower(account)
+	a.mu.Lock()
+	f, ok := a.pending[account]
+	a.mu.Unlock()
+	if ok && !expired(f, a.now()) {
+		return &f, true
+	}
+	p, ok := a.store.(Peeker)
+	if !ok {
+		return nil, false
+	}
+	f, found, ok := p.Peek(account)
+	switch {
+	case !ok:
+		return nil, false
+	case !found:
+		return nil, true
+	}
+	return &f, true
+}
+
 // Record writes a detection. isNew reports the account's first detection.
 // When the store fails, or is known to be down (ErrStoreDown), the
 // detection is kept to be written later, the error is returned, and isNew

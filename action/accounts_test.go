@@ -3,6 +3,7 @@ package action
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -181,4 +182,34 @@ func TestAccountsRunFlushes(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestAccountsPeek: a detection waiting to be written is known at once;
+// otherwise Peek knows only what a store that answers from memory knows.
+func TestAccountsPeek(t *testing.T) {
+	ctx := context.Background()
+	flaky := &flakyStore{flags: map[string]Flag{}}
+	a := NewAccounts(flaky, AccountsOptions{})
+	if _, ok := a.Peek("hal@example.com"); ok {
+		t.Fatal("Peek answered for a store that keeps nothing in memory")
+	}
+	flaky.setDown(true)
+	if _, err := a.Record(ctx, Flag{Account: "Hal@example.com", Reason: "ip"}); err == nil {
+		t.Fatal("Record succeeded with the store down")
+	}
+	if f, ok := a.Peek("hal@example.com"); !ok || f == nil || f.Reason != "ip" {
+		t.Fatalf("Peek of a waiting detection: %+v, %v; want the flag", f, ok)
+	}
+
+	s := openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), nil, time.Hour)
+	a = NewAccounts(s, AccountsOptions{})
+	if _, ok := a.Peek("ivy@example.com"); ok {
+		t.Fatal("Peek answered before anything was read")
+	}
+	if f, err := a.Lookup(ctx, "ivy@example.com"); err != nil || f != nil {
+		t.Fatalf("Lookup: %+v, %v; want not flagged", f, err)
+	}
+	if f, ok := a.Peek("IVY@example.com"); !ok || f != nil {
+		t.Fatalf("Peek after a read: %+v, %v; want not flagged, known", f, ok)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver, pure Go
@@ -73,6 +74,13 @@ type SQLiteOptions struct {
 	// BusyTimeout is how long to wait for another process's lock.
 	// Zero means SQLiteBusyTimeout.
 	BusyTimeout time.Duration
+	// ChangeCheck, when positive, lets Get answer from memory: what it
+	// read is kept, what this store writes drops it at once, and every
+	// ChangeCheck the database is asked whether another connection or
+	// process committed anything since, which drops it too. Changes made
+	// by another process then take effect within ChangeCheck. Zero reads
+	// the database on every Get. A daemon uses SQLiteChangeCheck.
+	ChangeCheck time.Duration
 }
 
 // SQLiteStore is the embedded Store: one SQLite file in WAL mode, so
@@ -89,6 +97,14 @@ type SQLiteStore struct {
 	// get is Get's statement, prepared once: preparing it for every call
 	// was most of a read's cost.
 	get *sql.Stmt
+
+	// memo, with ChangeCheck, holds what Get read; watch is the
+	// connection its watcher asks, stop and stopped end the watcher.
+	memo     *flagMemo
+	watch    *sql.Conn
+	stop     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -130,7 +146,38 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite store: open %s: prepare: %w", abs, err)
 	}
+	if opts.ChangeCheck > 0 {
+		if err := s.startMemo(opts.ChangeCheck); err != nil {
+			s.get.Close()
+			db.Close()
+			return nil, fmt.Errorf("sqlite store: open %s: %w", abs, err)
+		}
+	}
 	return s, nil
+}
+
+// startMemo turns on the memory of reads and starts its watcher on a
+// connection of its own: PRAGMA data_version reports the commits of
+// every connection but the one asking.
+func (s *SQLiteStore) startMemo(every time.Duration) error {
+	ctx := context.Background()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	version, err := dataVersion(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	s.memo = &flagMemo{flags: make(map[string]memoEntry)}
+	s.memo.setOn(true)
+	s.watch, s.stop, s.stopped = conn, make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(s.stopped)
+		s.memo.watchChanges(conn, every, version, s.stop)
+	}()
+	return nil
 }
 
 // createSQLiteFile creates the database file with mode 0640 when it does
@@ -237,16 +284,41 @@ func (s *SQLiteStore) Get(ctx context.Context, account string) (Flag, error) {
 	if err := ctx.Err(); err != nil {
 		return Flag{}, fmt.Errorf("sqlite store: get: %w", err)
 	}
-	row := s.get.QueryRowContext(context.WithoutCancel(ctx), sqliteAccount(account),
-		sqliteTime(s.now()))
+	account = sqliteAccount(account)
+	if f, found, ok := s.Peek(account); ok {
+		if !found {
+			return Flag{}, ErrNotFound
+		}
+		return f, nil
+	}
+	var gen uint64
+	if s.memo != nil {
+		gen = s.memo.generation()
+	}
+	row := s.get.QueryRowContext(context.WithoutCancel(ctx), account, sqliteTime(s.now()))
 	f, err := scanSQLiteFlag(row)
 	if errors.Is(err, sql.ErrNoRows) {
+		if s.memo != nil {
+			s.memo.keep(gen, account, Flag{}, false)
+		}
 		return Flag{}, ErrNotFound
 	}
 	if err != nil {
 		return Flag{}, fmt.Errorf("sqlite store: get: %w", err)
 	}
+	if s.memo != nil {
+		s.memo.keep(gen, account, f, true)
+	}
 	return f, nil
+}
+
+// Peek implements Peeker: with ChangeCheck, it answers from what Get
+// read before, when that is still known to be the database's state.
+func (s *SQLiteStore) Peek(account string) (f Flag, found, ok bool) {
+	if s.memo == nil {
+		return Flag{}, false, false
+	}
+	return s.memo.lookup(sqliteAccount(account), s.now())
 }
 
 // Put records a detection as the Store interface describes. A zero
@@ -266,6 +338,7 @@ func (s *SQLiteStore) Put(ctx context.Context, f Flag) (isNew bool, err error) {
 	}
 
 	isNew, err = s.put(ctx, f, sqliteTime(now))
+	s.forget(f.Account) // even after a failure: a commit may have happened
 	if err != nil {
 		return false, fmt.Errorf("sqlite store: put: %w", err)
 	}
@@ -323,6 +396,7 @@ func (s *SQLiteStore) Release(ctx context.Context, account string) error {
 	err := s.db.QueryRowContext(ctx,
 		`DELETE FROM flags WHERE account = ? RETURNING expires_at`,
 		sqliteAccount(account)).Scan(&expires)
+	s.forget(sqliteAccount(account))
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
 	}
@@ -370,8 +444,23 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 	return nil
 }
 
+// forget forgets what Get read of account, after a write of this store.
+func (s *SQLiteStore) forget(account string) {
+	if s.memo != nil {
+		s.memo.forget(account)
+	}
+}
+
 // Close closes the database. Calls after Close fail.
 func (s *SQLiteStore) Close() error {
+	if s.memo != nil {
+		s.stopOnce.Do(func() {
+			close(s.stop)
+			<-s.stopped
+			s.watch.Close()
+			s.memo.setOn(false)
+		})
+	}
 	s.get.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("sqlite store: close: %w", err)

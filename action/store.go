@@ -26,6 +26,14 @@ type Flag struct {
 	ExpiresAt time.Time // zero: until released
 }
 
+// A Peeker is a Store that can answer some reads from memory, at once.
+// Peek returns the flag of account, or found false when it is not
+// flagged; ok is false when it does not know without asking the store,
+// and Get must be called. It never blocks.
+type Peeker interface {
+	Peek(account string) (f Flag, found, ok bool)
+}
+
 // Store remembers flagged accounts. Implementations are safe for
 // concurrent use, compare account names lowercased, and treat a flag
 // whose ExpiresAt has passed as absent.

@@ -37,6 +37,7 @@ type rig struct {
 	t      *testing.T
 	zones  *zoneserver.Server
 	store  *action.SQLiteStore
+	dbPath string
 	srv    *milter.Server
 	addr   string
 	logs   *observer.ObservedLogs
@@ -54,6 +55,9 @@ type rigOptions struct {
 	dnsTimeout time.Duration // per DNS exchange; 0: timeout
 	dnsServers []string      // asked besides the zone server
 	cache      bool          // a lookup.Cache in front of the DNS client
+	// changeCheck, when set, keeps the store's reads in memory, as serve
+	// does (action.SQLiteOptions.ChangeCheck).
+	changeCheck time.Duration
 }
 
 // newZones starts a zone server that lists listedIP and listedIPv6 on
@@ -104,7 +108,8 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	if o.cache {
 		resolver = lookup.NewCache(dns, lookup.CacheOptions{Size: 1000, MaxTTL: time.Hour})
 	}
-	store, err := action.OpenSQLite(filepath.Join(t.TempDir(), "accounts.db"), action.SQLiteOptions{})
+	dbPath := filepath.Join(t.TempDir(), "accounts.db")
+	store, err := action.OpenSQLite(dbPath, action.SQLiteOptions{ChangeCheck: o.changeCheck})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +117,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
-	r := &rig{t: t, zones: z, store: store, logs: logs}
+	r := &rig{t: t, zones: z, store: store, dbPath: dbPath, logs: logs}
 	allow := map[string]bool{}
 	for _, a := range o.allow {
 		allow[a] = true
@@ -281,6 +286,41 @@ func TestFlaggedAccountRejectedFromAnyIPToAnyRecipient(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAccept(t, r.send(authTx("dave@example.com", "198.51.100.12", "mum@example.org")))
+}
+
+// TestFlaggedAccountAnsweredFromMemory: with the store's reads kept in
+// memory, as serve keeps them, a flagged account is still rejected
+// everywhere, and a release made by another connection to the file (the
+// accounts command) reaches the milter once the change check sees it.
+func TestFlaggedAccountAnsweredFromMemory(t *testing.T) {
+	r := newRig(t, rigOptions{changeCheck: 20 * time.Millisecond})
+	wantReject(t, r.send(authTx("dave@example.com", "198.51.100.11", dropbox)))
+	for range 3 { // read from the file once, then from memory
+		wantReject(t, r.send(authTx("dave@example.com", "198.51.100.12", "mum@example.org")))
+	}
+	if _, found, ok := r.store.Peek("dave@example.com"); !ok || !found {
+		t.Fatalf("flag in memory: found %v, ok %v; want it there", found, ok)
+	}
+
+	cli, err := action.OpenSQLite(r.dbPath, action.SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := cli.Release(context.Background(), "dave@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := r.send(authTx("dave@example.com", "198.51.100.12", "mum@example.org"))
+		if res.Accepted() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %+v 10 s after the release", res)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func TestRepeatDetectionIsNotNew(t *testing.T) {

@@ -133,7 +133,7 @@ func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, er
 
 // MailFrom starts a transaction: unauthenticated and exempt ones are
 // accepted at once; for the others the client address lookup and the
-// account store read start now.
+// account store read start now, unless their answers are in memory.
 func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
 	s.endTransaction()
 	opts := s.srv.Options()
@@ -191,11 +191,15 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 	case opts.Checker.HasKind(lookup.KindIP):
 		tx.ip = tx.check(lookup.KindIP, tx.clientIP.String())
 	}
-	tx.flag = startPending(func() (*action.Flag, error) {
-		ctx, cancel := context.WithTimeout(tx.ctx, opts.Timeout)
-		defer cancel()
-		return opts.Accounts.Lookup(ctx, account)
-	})
+	if f, ok := opts.Accounts.Peek(account); ok {
+		tx.flag = known(f)
+	} else {
+		tx.flag = startPending(func() (*action.Flag, error) {
+			ctx, cancel := context.WithTimeout(tx.ctx, opts.Timeout)
+			defer cancel()
+			return opts.Accounts.Lookup(ctx, account)
+		})
+	}
 	return gomilter.RespContinue, nil
 }
 

@@ -152,7 +152,7 @@ func cmdAccounts(e *env) int {
 	if !ok {
 		return exitError
 	}
-	store, err := openStore(cfg)
+	store, err := openStore(cfg, forCommand)
 	if err != nil {
 		e.errorf("%v", err)
 		return exitFail

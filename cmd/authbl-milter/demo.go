@@ -93,7 +93,7 @@ func demo(out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	store, err := openStore(cfg)
+	store, err := openStore(cfg, forDaemon)
 	if err != nil {
 		return err
 	}

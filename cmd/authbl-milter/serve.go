@@ -92,7 +92,7 @@ func (d *daemon) run() int {
 	d.lists.Store(ls)
 	defer func() { d.lists.Load().stop() }()
 
-	store, err := openStore(d.cfg)
+	store, err := openStore(d.cfg, forDaemon)
 	if err != nil {
 		d.log.Error("cannot open the account store", zap.Error(err))
 		return exitFail

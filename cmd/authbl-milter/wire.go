@@ -46,11 +46,25 @@ func newChecker(cfg *config.Config, log *zap.Logger) (*lookup.Checker, error) {
 	return lookup.NewChecker(lists, r, log), nil
 }
 
+// storeUse says who opens the account store: a daemon keeps what it
+// reads from SQLite in memory and checks the file for other processes'
+// changes every second; a command reads the file every time.
+type storeUse int
+
+const (
+	forCommand storeUse = iota
+	forDaemon
+)
+
 // openStore opens the account store of cfg.
-func openStore(cfg *config.Config) (action.Store, error) {
+func openStore(cfg *config.Config, use storeUse) (action.Store, error) {
 	switch cfg.Accounts.Backend {
 	case config.BackendSQLite:
-		return action.OpenSQLite(cfg.Accounts.Path, action.SQLiteOptions{})
+		var o action.SQLiteOptions
+		if use == forDaemon {
+			o.ChangeCheck = action.SQLiteChangeCheck
+		}
+		return action.OpenSQLite(cfg.Accounts.Path, o)
 	case config.BackendRedis:
 		return action.OpenRedis(cfg.Accounts.RedisURL,
 			action.RedisOptions{Prefix: cfg.Accounts.RedisPrefix})

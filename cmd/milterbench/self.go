@@ -86,7 +86,8 @@ func startSelf(o *options) (*self, error) {
 	}
 	switch o.store {
 	case "sqlite":
-		s.store, err = action.OpenSQLite(filepath.Join(s.dir, "accounts.db"), action.SQLiteOptions{})
+		s.store, err = action.OpenSQLite(filepath.Join(s.dir, "accounts.db"),
+			action.SQLiteOptions{ChangeCheck: action.SQLiteChangeCheck}) // as serve opens it
 		if err != nil {
 			return nil, err
 		}

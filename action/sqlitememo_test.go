@@ -1,0 +1,172 @@
+package action
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func openMemoSQLite(t testing.TB, path string, now func() time.Time, every time.Duration) *SQLiteStore {
+	t.Helper()
+	s, err := OpenSQLite(path, SQLiteOptions{Now: now, ChangeCheck: every})
+	if err != nil {
+		t.Fatalf("OpenSQLite: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestSQLiteConformanceWithMemory: the store keeps every promise of the
+// interface while it answers reads from memory.
+func TestSQLiteConformanceWithMemory(t *testing.T) {
+	testStore(t, func(t *testing.T, now func() time.Time) Store {
+		return openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), now, 10*time.Millisecond)
+	})
+}
+
+// peeked reports whether s answers account from memory, and what.
+func peeked(s *SQLiteStore, account string) (found, ok bool) {
+	_, found, ok = s.Peek(account)
+	return found, ok
+}
+
+// eventually polls cond until it holds or 10 s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if cond() {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 10 s", what)
+}
+
+// TestSQLiteMemorySeesOtherProcess: reads are answered from memory, and
+// a release and a flag made by another process (the accounts command)
+// reach the daemon once the change check has seen them.
+func TestSQLiteMemorySeesOtherProcess(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "accounts.db")
+	daemon := openMemoSQLite(t, path, nil, 20*time.Millisecond)
+	storePut(t, daemon, Flag{Account: "alice@example.com", Reason: "ip"}, true)
+	if _, ok := peeked(daemon, "alice@example.com"); ok {
+		t.Fatal("a flag written by this store answered from memory before it was read")
+	}
+	storeGet(t, daemon, "Alice@example.com")
+	storeAbsent(t, daemon, "carol@example.com")
+	if found, ok := peeked(daemon, "alice@example.com"); !ok || !found {
+		t.Fatalf("alice after a read: found %v, from memory %v; want a flag from memory", found, ok)
+	}
+	if found, ok := peeked(daemon, "carol@example.com"); !ok || found {
+		t.Fatalf("carol after a read: found %v, from memory %v; want not flagged, from memory", found, ok)
+	}
+
+	// The helper releases alice and flags carol, in a process of its own.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSQLiteHelperProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "AUTHBL_SQLITE_HELPER="+path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper process: %v\n%s", err, out)
+	}
+	eventually(t, "the other process's changes seen", func() bool {
+		_, errA := daemon.Get(context.Background(), "alice@example.com")
+		_, errC := daemon.Get(context.Background(), "carol@example.com")
+		return errors.Is(errA, ErrNotFound) && errC == nil
+	})
+	if found, ok := peeked(daemon, "carol@example.com"); !ok || !found {
+		t.Fatalf("carol read again: found %v, from memory %v; want a flag from memory", found, ok)
+	}
+}
+
+// TestSQLiteMemoryOwnWritesAtOnce: a write through the store itself is
+// seen by the next read, whatever the change check's interval.
+func TestSQLiteMemoryOwnWritesAtOnce(t *testing.T) {
+	ctx := context.Background()
+	s := openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), nil, time.Hour)
+	storeAbsent(t, s, "bob@example.com")
+	storePut(t, s, Flag{Account: "bob@example.com", Reason: "ip"}, true)
+	storeGet(t, s, "bob@example.com")
+	storePut(t, s, Flag{Account: "BOB@example.com", Reason: "ip"}, false)
+	if f := storeGet(t, s, "bob@example.com"); f.Hits != 2 {
+		t.Fatalf("hits %d after two detections, want 2", f.Hits)
+	}
+	if err := s.Release(ctx, "bob@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	storeAbsent(t, s, "bob@example.com")
+}
+
+// TestSQLiteMemoryExpiry: a flag read into memory expires there when
+// its time comes, as it does in the database.
+func TestSQLiteMemoryExpiry(t *testing.T) {
+	clock := newStoreClock()
+	s := openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), clock.Now, time.Hour)
+	storePut(t, s, Flag{Account: "erin@example.com", Reason: "ip",
+		ExpiresAt: clock.Now().Add(time.Minute)}, true)
+	storeGet(t, s, "erin@example.com")
+	clock.Advance(time.Minute)
+	if found, ok := peeked(s, "erin@example.com"); !ok || found {
+		t.Fatalf("expired flag from memory: found %v, ok %v; want not flagged", found, ok)
+	}
+	storeAbsent(t, s, "erin@example.com")
+}
+
+// TestSQLiteMemoryOffWhenCheckFails: while the change check cannot ask
+// the database, reads go to the database instead of memory.
+func TestSQLiteMemoryOffWhenCheckFails(t *testing.T) {
+	s := openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), nil, 10*time.Millisecond)
+	storeAbsent(t, s, "frank@example.com")
+	if _, ok := peeked(s, "frank@example.com"); !ok {
+		t.Fatal("not answered from memory after a read")
+	}
+	s.watch.Close() // every check fails from now on
+	eventually(t, "memory off after a failed check", func() bool {
+		_, ok := peeked(s, "frank@example.com")
+		return !ok
+	})
+	storePut(t, s, Flag{Account: "frank@example.com", Reason: "manual"}, true)
+	storeGet(t, s, "frank@example.com")
+	if _, ok := peeked(s, "frank@example.com"); ok {
+		t.Fatal("answered from memory while the change check fails")
+	}
+}
+
+// TestFlagMemoKeepsNoReadOlderThanADrop: a read that started before a
+// drop is not kept after it, so a value read before a change cannot
+// outlive the change.
+func TestFlagMemoKeepsNoReadOlderThanADrop(t *testing.T) {
+	m := &flagMemo{flags: make(map[string]memoEntry)}
+	m.setOn(true)
+	gen := m.generation()
+	m.drop() // a write commits while the read runs
+	m.keep(gen, "gina@example.com", Flag{}, false)
+	if _, _, ok := m.lookup("gina@example.com", time.Now()); ok {
+		t.Fatal("a read older than the drop was kept")
+	}
+	m.keep(m.generation(), "gina@example.com", Flag{}, false)
+	if _, found, ok := m.lookup("gina@example.com", time.Now()); !ok || found {
+		t.Fatal("a read after the drop was not kept")
+	}
+}
+
+// TestFlagMemoForgetsOnlyTheAccountWritten: a write through the store
+// forgets the account it wrote, and no read that ran across it is kept,
+// while what is known of other accounts stays.
+func TestFlagMemoForgetsOnlyTheAccountWritten(t *testing.T) {
+	m := &flagMemo{flags: make(map[string]memoEntry)}
+	m.setOn(true)
+	m.keep(m.generation(), "other@example.com", Flag{}, false)
+	m.keep(m.generation(), "hank@example.com", Flag{}, false)
+	gen := m.generation()
+	m.forget("hank@example.com")
+	m.keep(gen, "hank@example.com", Flag{}, false) // a read from before the write
+	if _, _, ok := m.lookup("hank@example.com", time.Now()); ok {
+		t.Fatal("the written account is still known")
+	}
+	if _, _, ok := m.lookup("other@example.com", time.Now()); !ok {
+		t.Fatal("a write of one account forgot another")
+	}
+}
