@@ -94,17 +94,30 @@ type SQLiteStore struct {
 	// honouring their contexts, instead of polling SQLite's busy
 	// handler; the busy timeout then only covers other processes.
 	wlock chan struct{}
+	// w is where writes go, used only while holding wlock: the pool, or
+	// with ChangeCheck the watcher's connection (see watchChanges).
+	w sqlRunner
 	// get is Get's statement, prepared once: preparing it for every call
 	// was most of a read's cost.
 	get *sql.Stmt
 
-	// memo, with ChangeCheck, holds what Get read; watch is the
-	// connection its watcher asks, stop and stopped end the watcher.
+	// memo, with ChangeCheck, holds what Get read. watch is the
+	// connection its watcher asks and this store writes on (nil while
+	// none could be had), used only while holding wlock; stop and
+	// stopped end the watcher.
 	memo     *flagMemo
 	watch    *sql.Conn
 	stop     chan struct{}
 	stopped  chan struct{}
 	stopOnce sync.Once
+}
+
+// sqlRunner runs statements: a *sql.DB or a *sql.Conn.
+type sqlRunner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -132,7 +145,7 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite store: open %s: %w", abs, err)
 	}
-	s := &SQLiteStore{db: db, path: abs, now: opts.Now, wlock: make(chan struct{}, 1)}
+	s := &SQLiteStore{db: db, path: abs, now: opts.Now, wlock: make(chan struct{}, 1), w: db}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -156,28 +169,95 @@ func OpenSQLite(path string, opts SQLiteOptions) (*SQLiteStore, error) {
 	return s, nil
 }
 
-// startMemo turns on the memory of reads and starts its watcher on a
-// connection of its own: PRAGMA data_version reports the commits of
-// every connection but the one asking.
+// startMemo turns on the memory of reads and starts its watcher.
 func (s *SQLiteStore) startMemo(every time.Duration) error {
-	ctx := context.Background()
-	conn, err := s.db.Conn(ctx)
+	s.memo = &flagMemo{flags: make(map[string]memoEntry)}
+	version, err := s.attachWatch(context.Background())
 	if err != nil {
 		return err
+	}
+	s.memo.setOn(true)
+	s.stop, s.stopped = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(s.stopped)
+		s.watchChanges(every, version)
+	}()
+	return nil
+}
+
+// attachWatch takes a connection of the pool for the watcher and this
+// store's writes, and returns its data_version. The caller holds wlock,
+// or no other goroutine uses the store yet.
+func (s *SQLiteStore) attachWatch(ctx context.Context) (int64, error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return 0, err
 	}
 	version, err := dataVersion(ctx, conn)
 	if err != nil {
 		conn.Close()
-		return err
+		return 0, err
 	}
-	s.memo = &flagMemo{flags: make(map[string]memoEntry)}
-	s.memo.setOn(true)
-	s.watch, s.stop, s.stopped = conn, make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(s.stopped)
-		s.memo.watchChanges(conn, every, version, s.stop)
-	}()
-	return nil
+	s.watch, s.w = conn, conn
+	return version, nil
+}
+
+// detachWatch gives the watcher's connection back; writes go to the pool.
+// The caller holds wlock.
+func (s *SQLiteStore) detachWatch() {
+	if s.watch != nil {
+		s.watch.Close()
+	}
+	s.watch, s.w = nil, s.db
+}
+
+// watchChanges drops the memory of reads whenever another connection or
+// process has committed to the database. Every interval it asks PRAGMA
+// data_version, which changes with the commits of every connection but
+// the one asking; this store writes on that same connection, so its own
+// commits, whose accounts it forgets itself, do not count. A check that
+// fails, or cannot be made within the interval because a write holds the
+// connection, turns the memory off until one succeeds; a failed
+// connection is replaced. It returns when s.stop is closed.
+func (s *SQLiteStore) watchChanges(every time.Duration, version int64) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), every)
+		if err := s.lockWrite(ctx); err != nil {
+			cancel()
+			s.memo.setOn(false)
+			continue
+		}
+		var (
+			v   int64
+			err error
+		)
+		if s.watch == nil {
+			v, err = s.attachWatch(ctx)
+		} else if v, err = dataVersion(ctx, s.watch); err != nil {
+			s.detachWatch()
+		}
+		switch {
+		case err != nil:
+			s.memo.setOn(false)
+		case !s.memo.isOn():
+			// Back after a failure: start afresh, whatever happened.
+			s.memo.setOn(true)
+		case v != version:
+			s.memo.drop()
+		}
+		if err == nil {
+			version = v
+		}
+		s.unlockWrite()
+		cancel()
+	}
 }
 
 // createSQLiteFile creates the database file with mode 0640 when it does
@@ -351,7 +431,7 @@ func (s *SQLiteStore) put(ctx context.Context, f Flag, now int64) (bool, error) 
 	}
 	defer s.unlockWrite()
 
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
 	}
@@ -393,7 +473,7 @@ func (s *SQLiteStore) Release(ctx context.Context, account string) error {
 	defer s.unlockWrite()
 
 	var expires int64
-	err := s.db.QueryRowContext(ctx,
+	err := s.w.QueryRowContext(ctx,
 		`DELETE FROM flags WHERE account = ? RETURNING expires_at`,
 		sqliteAccount(account)).Scan(&expires)
 	s.forget(sqliteAccount(account))
@@ -457,8 +537,10 @@ func (s *SQLiteStore) Close() error {
 		s.stopOnce.Do(func() {
 			close(s.stop)
 			<-s.stopped
-			s.watch.Close()
 			s.memo.setOn(false)
+			s.wlock <- struct{}{}
+			s.detachWatch()
+			<-s.wlock
 		})
 	}
 	s.get.Close()

@@ -29,7 +29,7 @@ func (o sqliteOutbox) Add(ctx context.Context, e OutboxEntry) error {
 	if e.Body == nil {
 		e.Body = []byte{}
 	}
-	_, err := o.s.db.ExecContext(ctx,
+	_, err := o.s.w.ExecContext(ctx,
 		`INSERT INTO outbox (`+sqliteOutboxColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.Target, e.Body, e.Attempts, sqliteTime(e.Due), sqliteTime(e.Created),
 		e.LastError)
@@ -49,7 +49,7 @@ func (o sqliteOutbox) Claim(ctx context.Context, now time.Time, lease time.Durat
 	}
 	defer o.s.unlockWrite()
 
-	rows, err := o.s.db.QueryContext(ctx, `UPDATE outbox SET due = ?
+	rows, err := o.s.w.QueryContext(ctx, `UPDATE outbox SET due = ?
 		WHERE id IN (SELECT id FROM outbox WHERE due <= ? ORDER BY due, created_at, id LIMIT ?)
 		RETURNING `+sqliteOutboxColumns,
 		sqliteTime(now.Add(lease)), sqliteTime(now), n)
@@ -82,7 +82,7 @@ func (o sqliteOutbox) Retry(ctx context.Context, e OutboxEntry) error {
 		return fmt.Errorf("sqlite outbox: retry: %w", err)
 	}
 	defer o.s.unlockWrite()
-	_, err := o.s.db.ExecContext(ctx,
+	_, err := o.s.w.ExecContext(ctx,
 		`UPDATE outbox SET attempts = ?, due = ?, last_error = ? WHERE id = ?`,
 		e.Attempts, sqliteTime(e.Due), e.LastError, e.ID)
 	if err != nil {
@@ -97,7 +97,7 @@ func (o sqliteOutbox) Done(ctx context.Context, id string) error {
 		return fmt.Errorf("sqlite outbox: done: %w", err)
 	}
 	defer o.s.unlockWrite()
-	if _, err := o.s.db.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id); err != nil {
+	if _, err := o.s.w.ExecContext(ctx, `DELETE FROM outbox WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("sqlite outbox: done: %w", err)
 	}
 	return nil

@@ -18,11 +18,8 @@ const maxMemo = 100_000
 // flagMemo keeps what an SQLiteStore read, so that the read made for
 // every authenticated transaction costs a map lookup instead of an SQLite
 // statement. A write through the same store forgets the account it wrote
-// at once; a watcher drops everything when PRAGMA data_version, asked on
-// a connection of its own, says that another connection or process
-// committed something. The watcher cannot tell this store's own commits
-// from others', so a store that writes drops its memory once per check,
-// not once per write.
+// at once; the store's watcher (SQLiteStore.watchChanges) drops
+// everything when another connection or process has committed.
 //
 // Every forget and drop starts a new generation; a read from the
 // database is kept only if none happened while it ran, so a value read
@@ -108,38 +105,11 @@ func (m *flagMemo) setOn(on bool) {
 	m.dropLocked()
 }
 
-// watchChanges asks PRAGMA data_version on conn every interval and drops
-// the memo when it changes. A failed check turns the memo off, so that
-// reads go to the database, until a check succeeds again. It returns
-// when stop is closed.
-func (m *flagMemo) watchChanges(conn *sql.Conn, interval time.Duration, version int64,
-	stop <-chan struct{}) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	ok := true
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), interval)
-		v, err := dataVersion(ctx, conn)
-		cancel()
-		switch {
-		case err != nil:
-			if ok {
-				m.setOn(false)
-			}
-			ok = false
-		case !ok:
-			m.setOn(true)
-			ok, version = true, v
-		case v != version:
-			m.drop()
-			version = v
-		}
-	}
+// isOn reports whether the memo answers.
+func (m *flagMemo) isOn() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.on
 }
 
 // dataVersion returns the PRAGMA data_version of conn, which changes

@@ -114,23 +114,85 @@ func TestSQLiteMemoryExpiry(t *testing.T) {
 	storeAbsent(t, s, "erin@example.com")
 }
 
-// TestSQLiteMemoryOffWhenCheckFails: while the change check cannot ask
-// the database, reads go to the database instead of memory.
-func TestSQLiteMemoryOffWhenCheckFails(t *testing.T) {
+// TestSQLiteMemoryOffWhileCheckBlocked: while the change check cannot be
+// made (here a write holds the connection it asks), reads go to the
+// database instead of memory; afterwards memory serves again.
+func TestSQLiteMemoryOffWhileCheckBlocked(t *testing.T) {
+	ctx := context.Background()
 	s := openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), nil, 10*time.Millisecond)
 	storeAbsent(t, s, "frank@example.com")
 	if _, ok := peeked(s, "frank@example.com"); !ok {
 		t.Fatal("not answered from memory after a read")
 	}
-	s.watch.Close() // every check fails from now on
-	eventually(t, "memory off after a failed check", func() bool {
+	if err := s.lockWrite(ctx); err != nil { // as a long write would
+		t.Fatal(err)
+	}
+	eventually(t, "memory off while the check is blocked", func() bool {
 		_, ok := peeked(s, "frank@example.com")
 		return !ok
 	})
-	storePut(t, s, Flag{Account: "frank@example.com", Reason: "manual"}, true)
-	storeGet(t, s, "frank@example.com")
+	storeAbsent(t, s, "frank@example.com")
 	if _, ok := peeked(s, "frank@example.com"); ok {
-		t.Fatal("answered from memory while the change check fails")
+		t.Fatal("a read was kept while the check is blocked")
+	}
+	s.unlockWrite()
+	eventually(t, "memory back after the check", func() bool {
+		storeAbsent(t, s, "frank@example.com")
+		_, ok := peeked(s, "frank@example.com")
+		return ok
+	})
+}
+
+// TestSQLiteMemoryReplacesBrokenConnection: when the connection the check
+// asks breaks, the store takes another, writes work again, and changes by
+// another process are still seen.
+func TestSQLiteMemoryReplacesBrokenConnection(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "accounts.db")
+	s := openMemoSQLite(t, path, nil, 10*time.Millisecond)
+	if err := s.lockWrite(ctx); err != nil {
+		t.Fatal(err)
+	}
+	broken := s.watch
+	broken.Close()
+	s.unlockWrite()
+
+	eventually(t, "a new connection", func() bool {
+		if err := s.lockWrite(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer s.unlockWrite()
+		return s.watch != nil && s.watch != broken
+	})
+	storePut(t, s, Flag{Account: "ida@example.com", Reason: "ip"}, true)
+	storeGet(t, s, "ida@example.com")
+	storeAbsent(t, s, "jo@example.com")
+	eventually(t, "memory on again", func() bool {
+		storeAbsent(t, s, "jo@example.com")
+		_, ok := peeked(s, "jo@example.com")
+		return ok
+	})
+
+	other := openTestSQLite(t, path, nil)
+	storePut(t, other, Flag{Account: "jo@example.com", Reason: "manual"}, true)
+	eventually(t, "another connection's flag seen", func() bool {
+		_, err := s.Get(ctx, "jo@example.com")
+		return err == nil
+	})
+}
+
+// TestSQLiteMemoryOwnWritesKeepOthers: the store's own writes do not
+// make the change check forget what it knows of other accounts.
+func TestSQLiteMemoryOwnWritesKeepOthers(t *testing.T) {
+	const every = 30 * time.Millisecond
+	s := openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), nil, every)
+	storeAbsent(t, s, "kim@example.com")
+	for i := range 3 {
+		storePut(t, s, Flag{Account: "lee@example.com", Reason: "ip"}, i == 0)
+		time.Sleep(every + 10*time.Millisecond) // past a check
+	}
+	if _, ok := peeked(s, "kim@example.com"); !ok {
+		t.Fatal("the store's own writes dropped what it knew of another account")
 	}
 }
 
