@@ -103,8 +103,8 @@ func (a *Accounts) Lookup(ctx context.Context, account string) (*Flag, error) {
 
 // Peek returns the flag of account, or nil when it is not flagged, when
 // that is known without waiting: a detection waiting to be written, or a
-// store that answers from memory (a Peeker). It returns false when
-// Lookup must ask the store.
+// store that answers from memory (a Peeker), unless the store is known
+// to be down. It returns false when Lookup must ask the store.
 func (a *Accounts) Peek(account string) (*Flag, bool) {
 	account = strings.ToLower(account)
 	a.mu.Lock()
@@ -114,7 +114,9 @@ func (a *Accounts) Peek(account string) (*Flag, bool) {
 		return &f, true
 	}
 	p, ok := a.store.(Peeker)
-	if !ok {
+	if !ok || a.StoreDown() {
+		// During an outage the read goes to the store: its success ends
+		// the outage, its failure follows on_error, as without memory.
 		return nil, false
 	}
 	f, found, ok := p.Peek(account)

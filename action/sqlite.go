@@ -75,11 +75,11 @@ type SQLiteOptions struct {
 	// Zero means SQLiteBusyTimeout.
 	BusyTimeout time.Duration
 	// ChangeCheck, when positive, lets Get answer from memory: what it
-	// read is kept, what this store writes drops it at once, and every
-	// ChangeCheck the database is asked whether another connection or
-	// process committed anything since, which drops it too. Changes made
-	// by another process then take effect within ChangeCheck. Zero reads
-	// the database on every Get. A daemon uses SQLiteChangeCheck.
+	// read is kept, what this store writes drops it at once, and twice
+	// every ChangeCheck the database is asked whether another connection
+	// or process committed anything since, which drops it too. Changes
+	// made by another process then take effect within ChangeCheck. Zero
+	// reads the database on every Get. A daemon uses SQLiteChangeCheck.
 	ChangeCheck time.Duration
 }
 
@@ -212,15 +212,19 @@ func (s *SQLiteStore) detachWatch() {
 }
 
 // watchChanges drops the memory of reads whenever another connection or
-// process has committed to the database. Every interval it asks PRAGMA
+// process has committed to the database. Twice an interval it asks PRAGMA
 // data_version, which changes with the commits of every connection but
 // the one asking; this store writes on that same connection, so its own
 // commits, whose accounts it forgets itself, do not count. A check that
-// fails, or cannot be made within the interval because a write holds the
-// connection, turns the memory off until one succeeds; a failed
+// fails, or cannot be made within half an interval because a write holds
+// the connection, turns the memory off until one succeeds; a failed
 // connection is replaced. It returns when s.stop is closed.
 func (s *SQLiteStore) watchChanges(every time.Duration, version int64) {
-	tick := time.NewTicker(every)
+	// A check comes every half interval and waits at most half an
+	// interval for the connection, so that a commit is seen, or memory
+	// is off, within one interval of it.
+	half := max(every/2, 1)
+	tick := time.NewTicker(half)
 	defer tick.Stop()
 	for {
 		select {
@@ -228,7 +232,7 @@ func (s *SQLiteStore) watchChanges(every time.Duration, version int64) {
 			return
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), every)
+		ctx, cancel := context.WithTimeout(context.Background(), half)
 		if err := s.lockWrite(ctx); err != nil {
 			cancel()
 			s.memo.setOn(false)
@@ -425,7 +429,7 @@ func (s *SQLiteStore) Put(ctx context.Context, f Flag) (isNew bool, err error) {
 	return isNew, nil
 }
 
-func (s *SQLiteStore) put(ctx context.Context, f Flag, now int64) (bool, error) {
+func (s *SQLiteStore) put(ctx context.Context, f Flag, now int64) (_ bool, err error) {
 	if err := s.lockWrite(ctx); err != nil {
 		return false, err
 	}
@@ -435,7 +439,18 @@ func (s *SQLiteStore) put(ctx context.Context, f Flag, now int64) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	defer tx.Rollback()
+	defer func() {
+		// When ctx ends during the transaction, database/sql rolls it
+		// back on a goroutine of its own and Rollback here returns
+		// ErrTxDone at once: the watcher's connection, where the next
+		// write goes, is free only once that rollback has run. Give it
+		// back (Close waits for the rollback); the next check takes one
+		// again, and memory is off until then.
+		if rerr := tx.Rollback(); err != nil && errors.Is(rerr, sql.ErrTxDone) && s.watch != nil {
+			s.memo.setOn(false)
+			s.detachWatch()
+		}
+	}()
 
 	_, err = tx.ExecContext(ctx,
 		`DELETE FROM flags WHERE account = ? AND NOT `+sqliteLive, f.Account, now)

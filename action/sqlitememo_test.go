@@ -3,9 +3,11 @@ package action
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -230,5 +232,88 @@ func TestFlagMemoForgetsOnlyTheAccountWritten(t *testing.T) {
 	}
 	if _, _, ok := m.lookup("other@example.com", time.Now()); !ok {
 		t.Fatal("a write of one account forgot another")
+	}
+}
+
+// TestSQLiteMemoryWritesAfterACancelledPut: a Put whose context ends
+// in the middle of its transaction leaves the connection this store
+// writes on free only once that transaction is rolled back. database/sql
+// rolls it back on a goroutine of its own when the context ends; the
+// next write must not run before that, inside the transaction that is
+// about to be undone: an outbox entry would be reported written and
+// then lost, a Put would fail. The Put's context is ended at varying
+// moments until one lands inside its transaction; each write that
+// follows is checked in the database at once.
+func TestSQLiteMemoryWritesAfterACancelledPut(t *testing.T) {
+	bg := context.Background()
+	s := openMemoSQLite(t, filepath.Join(t.TempDir(), "accounts.db"), nil, 10*time.Millisecond)
+	outbox := s.Outbox()
+	for i := range 1000 {
+		ctx, cancel := context.WithCancel(bg)
+		stop := time.AfterFunc(time.Duration(i%150)*time.Microsecond, cancel)
+		s.Put(ctx, Flag{Account: fmt.Sprintf("cut%d@example.com", i), Reason: "ip"})
+		stop.Stop()
+		cancel()
+
+		id := fmt.Sprintf("entry%d", i)
+		if err := outbox.Add(bg, OutboxEntry{ID: id, Target: "t"}); err != nil {
+			t.Fatalf("round %d: outbox add after a cancelled put: %v", i, err)
+		}
+		if n, err := outbox.Len(bg); err != nil || n != i+1 {
+			t.Fatalf("round %d: outbox holds %d entries (%v) after an add that succeeded, want %d",
+				i, n, err, i+1)
+		}
+		account := fmt.Sprintf("kept%d@example.com", i)
+		if _, err := s.Put(bg, Flag{Account: account, Reason: "ip"}); err != nil {
+			t.Fatalf("round %d: put after a cancelled put: %v", i, err)
+		}
+	}
+}
+
+// TestSQLiteMemoryStaleNoLongerThanOneCheckWhileAWriteWaits: a change
+// committed by another process takes effect within ChangeCheck, also
+// while a write of this store holds the connection the check asks. The
+// check then cannot be made, and memory must be off from that check on;
+// here the check instead waits a whole further interval for the
+// connection with memory still on, so a release made just after a check
+// is not seen for almost two intervals. The test finds the moment of a
+// check (the one that drops what another connection's commit made
+// stale), then holds the connection as a long write would.
+func TestSQLiteMemoryStaleNoLongerThanOneCheckWhileAWriteWaits(t *testing.T) {
+	const every = 200 * time.Millisecond
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "accounts.db")
+	s := openMemoSQLite(t, path, nil, every)
+	other := openTestSQLite(t, path, nil)
+	storePut(t, other, Flag{Account: "alice@example.com", Reason: "manual"}, true)
+	storeGet(t, s, "alice@example.com")
+
+	// Another connection's commit is dropped at the next check.
+	storePut(t, other, Flag{Account: "tick@example.com", Reason: "manual"}, true)
+	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
+		if _, ok := peeked(s, "alice@example.com"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no change check within 10 s")
+		}
+	}
+	if err := s.lockWrite(ctx); err != nil { // a write that takes long
+		t.Fatal(err)
+	}
+	defer s.unlockWrite()
+	storeGet(t, s, "alice@example.com")
+	if found, ok := peeked(s, "alice@example.com"); !ok || !found {
+		t.Fatalf("alice read again: found %v, from memory %v; want a flag from memory", found, ok)
+	}
+
+	if err := other.Release(ctx, "alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	released := time.Now()
+	time.Sleep(every + every/2) // past the bound under test, with room for a busy machine
+	if found, ok := peeked(s, "alice@example.com"); ok && found {
+		t.Fatalf("alice still flagged from memory %v after another connection released her,"+
+			" with a change check every %v", time.Since(released).Round(time.Millisecond), every)
 	}
 }

@@ -2,6 +2,7 @@ package milter_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -228,5 +229,46 @@ func TestCachedListingsStillReject(t *testing.T) {
 	f, ok := r.flagged("fourth@example.com")
 	if !ok || f.Reason != action.ReasonRecipient || f.Recipient != dropbox {
 		t.Fatalf("flag %+v, %v; want a dropbox detection", f, ok)
+	}
+}
+
+// TestStoreOutageEndsAtTheNextReadWithMemory: Accounts ends an outage of
+// the store at the first call that succeeds, "a read by the next
+// transaction", and until then sends detections straight to memory
+// without trying the store. With the store's reads answered from memory,
+// as serve answers them, that read must still end the outage: here a
+// detection written while another process held the store's lock fails
+// (451 under on_error = tempfail); once the lock is gone, the store
+// works, and a detection in a later transaction must be written and
+// rejected, not refused a write and answered 451 as if the store were
+// still down.
+func TestStoreOutageEndsAtTheNextReadWithMemory(t *testing.T) {
+	r := newRig(t, rigOptions{tempfail: true, timeout: 500 * time.Millisecond,
+		changeCheck: time.Hour})
+	wantAccept(t, r.send(authTx("bob@example.com", "198.51.100.30", "x@example.org")))
+
+	db, err := sql.Open("sqlite", r.store.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	lock, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	wantOnError(t, r.send(authTx("carol@example.com", listedIP, "x@example.org")), true)
+	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+
+	wantAccept(t, r.send(authTx("bob@example.com", "198.51.100.30", "x@example.org")))
+	wantReject(t, r.send(authTx("bob@example.com", listedIP, "x@example.org")))
+	if _, ok := r.flagged("bob@example.com"); !ok {
+		t.Fatal("bob's detection is not in the store, which works again")
 	}
 }
