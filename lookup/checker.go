@@ -58,9 +58,10 @@ func (c *Checker) HasKind(k Kind) bool {
 
 // Check asks every list of kind k about item (an IP address, or a
 // normalised recipient) and returns one answer per list, in list order.
-// It returns when all lists have answered or ctx is done.
-// Unlike Start, it asks every list, whatever its cache holds; a context
-// made by WithoutCache bypasses the cache entirely.
+// It returns when all lists have answered or ctx is done. Each list is
+// asked through its resolver, cache included; a context made by
+// WithoutCache bypasses the cache. Start is the same, for callers that
+// want the answers held in memory at once and the others later.
 func (c *Checker) Check(ctx context.Context, k Kind, item string) []Answer {
 	lists := c.ofKind(k)
 	lk := &Lookup{c: c, item: item, lists: lists, answers: make([]Answer, len(lists))}
