@@ -9,7 +9,8 @@
 #   CACHE=0 cmd/milterbench/external.sh -unique -rcpts 10
 #
 # CACHE sets dns.cache_size (default 10000); SOA=0 leaves $SOA out of the
-# zone files.
+# zone files; KEEP=1 leaves the work directory (binaries, logs, zones) in
+# place, so that perf can still read the binaries' symbols afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,7 +21,11 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	rm -rf "$work"
+	if [ "${KEEP:-0}" = 1 ]; then
+		echo "kept $work" >&2
+	else
+		rm -rf "$work"
+	fi
 }
 trap cleanup EXIT
 
