@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/authbl-milter/authbl-milter/action"
 )
 
 // The scenarios: authbl-milter behind a real Postfix, against a real
@@ -195,9 +193,7 @@ func TestFlaggedAccountUntilReleased(t *testing.T) {
 	if out, err := s.m.cli(t, "accounts", "list"); err != nil || hasLinePrefix(out, login) {
 		t.Fatalf("accounts list after release still names %s: %v\n%s", login, err, out)
 	}
-	// The daemon sees a change made by another process at its next check
-	// of the file, which comes within action.SQLiteChangeCheck.
-	time.Sleep(action.SQLiteChangeCheck + 500*time.Millisecond)
+	// No wait: the command returns once the running milter has seen it.
 	mk = s.mark()
 	c = session(t, login, "198.51.100.23", dialOptions{})
 	id := mustAccept(t, c.send(login, cleanRcpts, "released"))

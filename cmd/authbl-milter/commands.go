@@ -171,6 +171,7 @@ func cmdAccounts(e *env) int {
 			e.errorf("release %s: %v", args[0], err)
 			return exitFail
 		}
+		untilSeen(cfg)
 		fmt.Fprintf(e.stdout, "released %s\n", strings.ToLower(args[0]))
 		return exitOK
 	default: // flag
@@ -184,8 +185,20 @@ func cmdAccounts(e *env) int {
 			fmt.Fprintf(e.stdout, "%s was already flagged\n", strings.ToLower(args[0]))
 			return exitOK
 		}
+		untilSeen(cfg)
 		fmt.Fprintf(e.stdout, "flagged %s\n", strings.ToLower(args[0]))
 		return exitOK
+	}
+}
+
+// untilSeen waits, after a release or a new flag, until a milter running
+// on the same SQLite file has seen the change: it keeps what it read in
+// memory and looks for other processes' changes every
+// action.SQLiteChangeCheck. When the command returns, the change counts.
+// Redis has no such delay.
+func untilSeen(cfg *config.Config) {
+	if cfg.Accounts.Backend == config.BackendSQLite {
+		time.Sleep(action.SQLiteChangeCheck + action.SQLiteChangeCheck/2)
 	}
 }
 

@@ -197,3 +197,35 @@ func TestServeAnswersTransactionInFlightOnSIGTERM(t *testing.T) {
 	s.waitLog("shutting down")
 	s.waitLog("stopped")
 }
+
+// TestServeAccountsCommandCountsWhenItReturns: serve answers from its
+// memory of the account store, and the accounts command, another user of
+// the same SQLite file, returns only once the running milter has seen its
+// change: a release and a manual flag count for the very next transaction.
+func TestServeAccountsCommandCountsWhenItReturns(t *testing.T) {
+	cfg, _ := testConfig(t, "")
+	s := startServe(t, cfg)
+	for range 3 { // known flagged, then answered from memory
+		if res := s.send("mallory@example.com", "192.0.2.66", "a@example.org"); !res.Rejected() {
+			t.Fatalf("listed client: %v, want a reject", res)
+		}
+	}
+	for range 3 { // known not flagged, then answered from memory
+		if res := s.send("trent@example.com", "198.51.100.1", "a@example.org"); !res.Accepted() {
+			t.Fatalf("clean transaction: %v, want accept", res)
+		}
+	}
+
+	if code, out, errOut := cli(t, "accounts", "release", "mallory@example.com", "-config", cfg); code != 0 {
+		t.Fatalf("release: exit %d: %s%s", code, out, errOut)
+	}
+	if res := s.send("mallory@example.com", "198.51.100.2", "a@example.org"); !res.Accepted() {
+		t.Fatalf("right after the release: %v, want accept", res)
+	}
+	if code, out, errOut := cli(t, "accounts", "flag", "trent@example.com", "-config", cfg); code != 0 {
+		t.Fatalf("flag: exit %d: %s%s", code, out, errOut)
+	}
+	if res := s.send("trent@example.com", "198.51.100.1", "a@example.org"); !res.Rejected() {
+		t.Fatalf("right after the manual flag: %v, want a reject", res)
+	}
+}

@@ -48,7 +48,8 @@ func newChecker(cfg *config.Config, log *zap.Logger) (*lookup.Checker, error) {
 
 // storeUse says who opens the account store: a daemon keeps what it
 // reads from SQLite in memory and checks the file for other processes'
-// changes every second; a command reads the file every time.
+// changes every action.SQLiteChangeCheck; a command reads the file every
+// time.
 type storeUse int
 
 const (
