@@ -79,14 +79,23 @@ func NewAccounts(store Store, o AccountsOptions) *Accounts {
 // Store returns the wrapped store.
 func (a *Accounts) Store() Store { return a.store }
 
-// Lookup returns the flag of account, or nil when it is not flagged.
-func (a *Accounts) Lookup(ctx context.Context, account string) (*Flag, error) {
-	account = strings.ToLower(account)
+// waiting returns the detection of account (lowercased) that waits to be
+// written, unless it has expired.
+func (a *Accounts) waiting(account string) (*Flag, bool) {
 	a.mu.Lock()
 	f, ok := a.pending[account]
 	a.mu.Unlock()
-	if ok && !expired(f, a.now()) {
-		return &f, nil
+	if !ok || expired(f, a.now()) {
+		return nil, false
+	}
+	return &f, true
+}
+
+// Lookup returns the flag of account, or nil when it is not flagged.
+func (a *Accounts) Lookup(ctx context.Context, account string) (*Flag, error) {
+	account = strings.ToLower(account)
+	if f, ok := a.waiting(account); ok {
+		return f, nil
 	}
 
 	f, err := a.store.Get(ctx, account)
@@ -107,11 +116,8 @@ func (a *Accounts) Lookup(ctx context.Context, account string) (*Flag, error) {
 // to be down. It returns false when Lookup must ask the store.
 func (a *Accounts) Peek(account string) (*Flag, bool) {
 	account = strings.ToLower(account)
-	a.mu.Lock()
-	f, ok := a.pending[account]
-	a.mu.Unlock()
-	if ok && !expired(f, a.now()) {
-		return &f, true
+	if f, ok := a.waiting(account); ok {
+		return f, true
 	}
 	p, ok := a.store.(Peeker)
 	if !ok || a.StoreDown() {

@@ -15,7 +15,13 @@ import (
 
 func openTestSQLite(t testing.TB, path string, now func() time.Time) *SQLiteStore {
 	t.Helper()
-	s, err := OpenSQLite(path, SQLiteOptions{Now: now})
+	return openSQLiteWith(t, path, SQLiteOptions{Now: now})
+}
+
+// openSQLiteWith opens the store at path, closed when the test ends.
+func openSQLiteWith(t testing.TB, path string, o SQLiteOptions) *SQLiteStore {
+	t.Helper()
+	s, err := OpenSQLite(path, o)
 	if err != nil {
 		t.Fatalf("OpenSQLite: %v", err)
 	}

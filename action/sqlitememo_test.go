@@ -14,12 +14,7 @@ import (
 
 func openMemoSQLite(t testing.TB, path string, now func() time.Time, every time.Duration) *SQLiteStore {
 	t.Helper()
-	s, err := OpenSQLite(path, SQLiteOptions{Now: now, ChangeCheck: every})
-	if err != nil {
-		t.Fatalf("OpenSQLite: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return openSQLiteWith(t, path, SQLiteOptions{Now: now, ChangeCheck: every})
 }
 
 // TestSQLiteConformanceWithMemory: the store keeps every promise of the

@@ -10,7 +10,6 @@ package milter_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -1016,21 +1015,7 @@ func TestAttackAnswerWithinBudgetWhenStoreIsLocked(t *testing.T) {
 	r := newRig(t, rigOptions{timeout: timeout})
 	r.zones.SetBehavior(ipZone, zoneserver.Silent)
 
-	db, err := sql.Open("sqlite", r.store.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ctx := context.Background()
-	lock, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if _, err := lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	defer lock.ExecContext(ctx, "ROLLBACK")
+	r.lockStore()
 
 	c := dialRaw(t, r.addr)
 	c.hello("198.51.100.1")

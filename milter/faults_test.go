@@ -2,7 +2,6 @@ package milter_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -247,24 +246,9 @@ func TestStoreOutageEndsAtTheNextReadWithMemory(t *testing.T) {
 		changeCheck: time.Hour})
 	wantAccept(t, r.send(authTx("bob@example.com", "198.51.100.30", "x@example.org")))
 
-	db, err := sql.Open("sqlite", r.store.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	ctx := context.Background()
-	lock, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if _, err := lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := r.lockStore()
 	wantOnError(t, r.send(authTx("carol@example.com", listedIP, "x@example.org")), true)
-	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 
 	wantAccept(t, r.send(authTx("bob@example.com", "198.51.100.30", "x@example.org")))
 	wantReject(t, r.send(authTx("bob@example.com", listedIP, "x@example.org")))

@@ -2,6 +2,7 @@ package milter_test
 
 import (
 	"context"
+	"database/sql"
 	"net"
 	"path/filepath"
 	"strings"
@@ -141,6 +142,40 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	go r.srv.Serve(ln)
 	t.Cleanup(func() { r.srv.Close() })
 	return r
+}
+
+// lockStore takes the account store's write lock from a connection of
+// its own, as another process in the middle of a long write holds it;
+// unlock lets it go.
+func (r *rig) lockStore() (unlock func()) {
+	r.t.Helper()
+	db, err := sql.Open("sqlite", r.store.Path())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		r.t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		conn.Close()
+		db.Close()
+		r.t.Fatal(err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+				r.t.Error(err)
+			}
+			conn.Close()
+			db.Close()
+		})
+	}
+	r.t.Cleanup(unlock)
+	return unlock
 }
 
 func (r *rig) onDetection(d milter.Detection) {
