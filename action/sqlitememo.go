@@ -114,9 +114,15 @@ func (m *flagMemo) isOn() bool {
 }
 
 // dataVersion returns the PRAGMA data_version of conn, which changes
-// whenever another connection commits to the database.
+// whenever another connection commits to the database. Like Get, it does
+// not hand ctx to database/sql, which would start two goroutines to watch
+// it: the statement waits for no writer under WAL, and a lock held by
+// another process's recovery is bounded by the busy timeout.
 func dataVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	var v int64
-	err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v)
+	err := conn.QueryRowContext(context.WithoutCancel(ctx), `PRAGMA data_version`).Scan(&v)
 	return v, err
 }
