@@ -143,8 +143,12 @@ func (tx *transaction) logVerdict(v action.Verdict, isNew bool) {
 	if len(v.Failures) > 0 {
 		tx.log.Warn("lookups failed", zap.Strings("failures", v.Failures), queueID)
 	}
+	// The two lines below are written through the server's logger with
+	// the transaction's fields given here, not through tx.log: building
+	// tx.log's fields would cost more than the line itself.
+	conn, account := zap.Uint64("conn", tx.conn), zap.String("account", tx.account)
 	if v.Compromised {
-		tx.log.Info("account compromised",
+		tx.opts.Log.Info("account compromised", conn, account,
 			zap.String("event", "account_compromised"),
 			zap.String("client_ip", ipString(tx)),
 			zap.String("reason", v.Reason),
@@ -157,7 +161,7 @@ func (tx *transaction) logVerdict(v action.Verdict, isNew bool) {
 			elapsed)
 		return
 	}
-	tx.log.Info("transaction checked",
+	tx.opts.Log.Info("transaction checked", conn, account,
 		zap.String("client_ip", ipString(tx)),
 		zap.Int("recipients", len(tx.rcpts)),
 		zap.String("outcome", v.Outcome.String()),

@@ -600,3 +600,36 @@ func TestUnreadableRecipientFollowsOnError(t *testing.T) {
 		}
 	}
 }
+
+// TestLogLinesCarryConnAndAccount: every line of a transaction names its
+// connection and its account, whether the session's logger wrote it
+// (built only when a line is written) or the decision was logged with
+// the fields given.
+func TestLogLinesCarryConnAndAccount(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	wantAccept(t, r.send(authTx("Una@example.com", "198.51.100.1", "x@example.org", "<a\x01b@example.org>")))
+	wantReject(t, r.send(authTx("vic@example.com", listedIP, "x@example.org")))
+	for _, msg := range []string{"recipient not looked up", "lookups failed",
+		"transaction checked", "account compromised"} {
+		lines := r.logs.FilterMessage(msg).All()
+		if len(lines) != 1 {
+			t.Fatalf("%d lines %q, want 1", len(lines), msg)
+		}
+		m := lines[0].ContextMap()
+		if conn, _ := m["conn"].(uint64); conn == 0 {
+			t.Errorf("line %q: conn %v, want the connection's number", msg, m["conn"])
+		}
+		if m["account"] != "una@example.com" && m["account"] != "vic@example.com" {
+			t.Errorf("line %q: account %v", msg, m["account"])
+		}
+		n := 0
+		for _, f := range lines[0].Context {
+			if f.Key == "conn" || f.Key == "account" {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("line %q has %d conn and account fields, want one each", msg, n)
+		}
+	}
+}

@@ -22,7 +22,8 @@ import (
 // so nothing a transaction needs may live only here.
 type session struct {
 	srv *Server
-	log *zap.Logger
+	id  uint64      // the connection's number, "conn" in the log
+	log *zap.Logger // with conn, built only when a line is written
 
 	clientIP   netip.Addr // from the connect event, when the MTA sent one
 	clientName string
@@ -35,7 +36,8 @@ type session struct {
 // transaction is one authenticated MAIL FROM ... end-of-message sequence.
 type transaction struct {
 	opts *Options
-	log  *zap.Logger
+	conn uint64      // the connection's number
+	log  *zap.Logger // with conn and account, built only when a line is written
 
 	ctx    context.Context // cancelled at abort; lookups derive from it
 	cancel context.CancelFunc
@@ -106,7 +108,10 @@ func (p *pending[T]) wait(deadline <-chan time.Time) (T, error, bool) {
 
 func newSession(s *Server) *session {
 	id := s.connID.Add(1)
-	return &session{srv: s, log: s.Options().Log.With(zap.Uint64("conn", id))}
+	// WithLazy: most connections write no line of their own (the line of
+	// each transaction is written with its fields, see logVerdict), and
+	// building a logger's fields costs an encoder and its buffer.
+	return &session{srv: s, id: id, log: s.Options().Log.WithLazy(zap.Uint64("conn", id))}
 }
 
 // Connect keeps the client address; nothing is decided here, because the
@@ -153,6 +158,7 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 
 	tx := &transaction{
 		opts:       opts,
+		conn:       s.id,
 		start:      time.Now(),
 		account:    account,
 		authType:   m.Macros["{auth_type}"],
@@ -175,7 +181,7 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 			tx.addrErr = err
 		}
 	}
-	tx.log = s.log.With(zap.String("account", account))
+	tx.log = s.log.WithLazy(zap.String("account", account))
 	tx.ctx, tx.cancel = context.WithCancel(lookup.WithLogger(context.Background(), tx.log))
 	s.setTx(tx)
 
