@@ -233,18 +233,19 @@ func (s *SQLiteStore) watchChanges(every time.Duration, version int64) {
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), half)
-		if err := s.lockWrite(ctx); err != nil {
-			cancel()
+		err := s.lockWrite(ctx)
+		cancel()
+		if err != nil {
 			s.memo.setOn(false)
 			continue
 		}
-		var (
-			v   int64
-			err error
-		)
+		// The deadline was for the wait: a check that has the connection
+		// runs to its end, so that a slow moment is not taken for a
+		// broken connection.
+		var v int64
 		if s.watch == nil {
-			v, err = s.attachWatch(ctx)
-		} else if v, err = dataVersion(ctx, s.watch); err != nil {
+			v, err = s.attachWatch(context.Background())
+		} else if v, err = dataVersion(context.Background(), s.watch); err != nil {
 			s.detachWatch()
 		}
 		switch {
@@ -260,7 +261,6 @@ func (s *SQLiteStore) watchChanges(every time.Duration, version int64) {
 			version = v
 		}
 		s.unlockWrite()
-		cancel()
 	}
 }
 
