@@ -28,7 +28,7 @@ const maxMemo = 100_000
 type flagMemo struct {
 	mu    sync.Mutex
 	on    bool   // the watcher's last check succeeded
-	gen   uint64 // bumped by every drop
+	gen   uint64 // bumped by every forget and drop
 	flags map[string]memoEntry
 }
 
